@@ -1,0 +1,47 @@
+# Two entry points do all the set-up on a fresh machine:
+#   make demo   -> venv + npm + stubs, then `zkserve demo`
+#   make test   -> the same set-up, then pytest
+# Every step is a file target, so re-running is fast when nothing changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STUBS := stubs
+PROTOS := $(shell find proto -name '*.proto')
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test stubs clean bench
+
+setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# generated gRPC stubs live outside the source tree; a .pth puts them on every
+	# interpreter's path (Ray workers and the Ray Serve gRPC proxy import them by name)
+	echo "$(CURDIR)/$(STUBS)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zkserve-stubs.pth"
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
+	rm -rf $(STUBS) && mkdir -p $(STUBS)
+	$(PY) -m grpc_tools.protoc -I proto --python_out=$(STUBS) --grpc_python_out=$(STUBS) --pyi_out=$(STUBS) $(PROTOS)
+	touch $@
+
+stubs: $(STUBS)/.generated
+
+demo: setup
+	$(VENV)/bin/zkserve demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(STUBS) .zkserve .pytest_cache

@@ -1,0 +1,96 @@
+"""zkserve configuration: one YAML file plus environment overrides.
+
+The file is Ray Serve's own config schema (``applications``, ``grpc_options``, ...) with
+one extra top-level ``zkserve`` section. Every key of the ``zkserve`` section can be
+overridden by an environment variable named ``ZKSERVE_<SECTION>_<KEY>`` in upper case,
+e.g. ``ZKSERVE_VERIFIER_PORT=9200`` or ``ZKSERVE_CHAIN_RPC_URL=http://node:8545``.
+Values from the environment are parsed as YAML scalars, so ``true``/``12``/``0.5`` work.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from circuits.paths import state_dir
+
+# The defaults run everything locally (DESIGN.md, "Defaults").
+DEFAULTS: dict[str, Any] = {
+    "state_dir": None,  # None -> $ZKSERVE_HOME or ./.zkserve
+    "ingress": {"host": "127.0.0.1", "port": 9000, "max_request_bytes": 4 * 1024 * 1024},
+    "serving": {
+        "models": ["demo-mlp", "demo-cnn"],  # demo names or circuit package directories
+        "default_attest": "async",
+        "max_batch_size": 16,
+        "batch_wait_timeout_s": 0.005,
+        "num_gpus": 0.25,  # per predictor replica, used only when a GPU is visible
+        "prover_replicas": 1,
+        "proof_batching": "per_request",  # or "shared"
+        "submit_proofs": False,  # send every proof to the verifier service
+    },
+    "verifier": {
+        "host": "127.0.0.1",
+        "port": 9100,
+        "anchor_batch_size": 16,  # anchor when this many hashes are queued ...
+        "anchor_max_age_s": 10.0,  # ... or the oldest has waited this long
+        "confirmations": 1,
+        "retry_base_s": 0.5,
+        "retry_max_s": 30.0,
+    },
+    "chain": {
+        "rpc_url": None,  # None -> start the local anvil
+        "chain_id": 31337,
+        "anvil_host": "127.0.0.1",
+        "anvil_port": 8545,
+        "private_key_file": None,  # or $ZKSERVE_CHAIN_PRIVATE_KEY; never logged
+    },
+}
+
+ENV_PREFIX = "ZKSERVE_"
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_env(section: dict, prefix: str, environ: dict[str, str]) -> None:
+    for key, value in section.items():
+        name = f"{prefix}{key}".upper()
+        if isinstance(value, dict):
+            _apply_env(value, f"{name}_", environ)
+        elif name in environ:
+            section[key] = yaml.safe_load(environ[name])
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Returns the full document (Ray Serve keys untouched) with a resolved ``zkserve`` section."""
+    document: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        document = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(document, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    section = _merge(DEFAULTS, document.get("zkserve") or {})
+    unknown = set(section) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown keys in the zkserve section: {', '.join(sorted(unknown))}")
+    _apply_env(section, ENV_PREFIX, dict(os.environ if environ is None else environ))
+    section["state_dir"] = str(Path(section["state_dir"]).resolve()) if section["state_dir"] else str(state_dir())
+    document["zkserve"] = section
+    return document
