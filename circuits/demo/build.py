@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-DEMO_DIR = Path(__file__).resolve().parent
+DEMO_DIR = Path(__file__).resolve().parent  # files are written beside this script
 OPSET = 13
 SEED = 20261130
 
@@ -52,7 +52,8 @@ def cnn(rng: np.random.Generator) -> onnx.ModelProto:
     fc_w = rng.normal(0, 0.2, (2 * 6 * 6, 3))
     fc_b = rng.normal(0, 0.1, (3,))
     nodes = [
-        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["c1"], kernel_shape=[3, 3]),
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["c1"], kernel_shape=[3, 3],
+                         strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1]),  # EZKL wants them explicit
         helper.make_node("Relu", ["c1"], ["c1r"]),
         helper.make_node("Flatten", ["c1r"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "fc_w"], ["fc"]),
@@ -92,12 +93,6 @@ def build(out_dir: Path = DEMO_DIR, calibration_rows: int = 32) -> dict[str, Pat
         np.save(out_dir / f"{name}.calibration.npy", calibration)
         written[name] = model_path
     return written
-
-
-def demo_model_path(name: str) -> Path:
-    if name not in DEMO_MODELS:
-        raise KeyError(f"unknown demo model {name!r}; known: {', '.join(DEMO_MODELS)}")
-    return DEMO_DIR / f"{name}.onnx"
 
 
 if __name__ == "__main__":
