@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STUBS := stubs
-PROTOS := $(shell find proto -name '*.proto')
+PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test stubs clean bench
@@ -29,7 +29,7 @@ node_modules/.installed: package.json package-lock.json
 
 $(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
 	rm -rf $(STUBS) && mkdir -p $(STUBS)
-	$(PY) -m grpc_tools.protoc -I proto --python_out=$(STUBS) --grpc_python_out=$(STUBS) --pyi_out=$(STUBS) $(PROTOS)
+	$(if $(PROTOS),$(PY) -m grpc_tools.protoc -I proto --python_out=$(STUBS) --grpc_python_out=$(STUBS) --pyi_out=$(STUBS) $(PROTOS))
 	touch $@
 
 stubs: $(STUBS)/.generated

@@ -45,6 +45,8 @@ class CompileOptions:
     decomp_base: int = 128
     decomp_legs: int = 4
     max_logrows: int | None = None
+    scales: tuple[int, ...] | None = None  # input/param scales calibration may pick from
+    disable_freivalds: bool | None = None  # None: on for batches > 1, where it was measured to pay off
     calibration_target: str = "resources"  # or "accuracy"
     version: str = "1"
     srs: Path | None = None  # None -> locally generated, insecure dev SRS
@@ -136,7 +138,7 @@ def _cache_key(onnx_path: Path, calibration_token: str, options: CompileOptions)
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-class _Stages:
+class Stages:
     """Runs named stages, timing each and turning EZKL's errors into CompileError."""
 
     def __init__(self, on_stage: Callable[[str], None] | None):
@@ -161,6 +163,53 @@ class _Stages:
 STAGES = ("inspect", "settings", "calibrate", "circuit", "srs", "setup", "tolerance", "verifier", "manifest")
 
 
+@dataclass
+class ModelInputs:
+    """What compilation reads from the user: the model's signature and its calibration rows."""
+
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    calibration: list[np.ndarray]
+    calibration_token: str  # sha256 of the calibration file, or "random"
+    calibration_source: str
+
+
+def prepare(onnx_path: str | Path, options: CompileOptions, calibration: str | Path | None,
+            stages: "Stages") -> ModelInputs:
+    onnx_path = Path(onnx_path).resolve()
+    if not onnx_path.is_file():
+        raise CompileError(f"model file {onnx_path} does not exist")
+    options.validate()
+    inputs, outputs = stages.run("inspect", lambda: inspect_model(onnx_path))
+    _check_batch(inputs, options.batch)
+    arrays, token = _load_calibration(Path(calibration) if calibration else None, inputs, options.batch)
+    return ModelInputs(onnx_path, inputs, outputs, arrays, token, str(calibration) if calibration else "random")
+
+
+def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stages: "Stages") -> dict:
+    """Settings, calibration, circuit, SRS, keys and tolerance into `work` (named as in a package)."""
+    paths = {kind: work / filename for kind, filename in pkg.FILES.items()}
+    shutil.copyfile(model.path, paths["onnx"])
+    onnx_file, settings_file = str(paths["onnx"]), str(paths["settings"])
+    run_args = _run_args(options, model.inputs)
+    stages.run("settings", lambda: ezkl.gen_settings(onnx_file, settings_file, py_run_args=run_args))
+    cal_json = write_input_json(model.calibration, work / "calibration.json")
+    scales = list(options.scales) if options.scales else None
+    stages.run("calibrate", lambda: ezkl.calibrate_settings(
+        str(cal_json), onnx_file, settings_file, options.calibration_target, scales=scales,
+        max_logrows=options.max_logrows))
+    cal_json.unlink()
+    stages.run("circuit", lambda: ezkl.compile_circuit(onnx_file, str(paths["compiled"]), settings_file))
+    settings = json.loads(paths["settings"].read_text())
+    logrows = settings["run_args"]["logrows"]
+    srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_dir() / "srs", paths["srs"]))
+    stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
+    tolerance = stages.run("tolerance", lambda: _measure_tolerance(model.path, paths["compiled"], model.calibration,
+                                                                   options.batch, settings, work))
+    return {"paths": paths, "settings": settings, "srs": srs_entry, "tolerance": tolerance}
+
+
 def compile_model(
     onnx_path: str | Path,
     name: str,
@@ -168,17 +217,12 @@ def compile_model(
     calibration: str | Path | None = None,
     out_dir: str | Path | None = None,
     on_stage: Callable[[str], None] | None = None,
+    manifest_extra: dict | None = None,
 ) -> CircuitPackage:
     """Compiles `onnx_path` into a circuit package; reuses a cached package for equal inputs."""
-    onnx_path = Path(onnx_path).resolve()
-    if not onnx_path.is_file():
-        raise CompileError(f"model file {onnx_path} does not exist")
-    options.validate()
-    stages = _Stages(on_stage)
-    inputs, outputs = stages.run("inspect", lambda: inspect_model(onnx_path))
-    _check_batch(inputs, options.batch)
-    cal_arrays, cal_token = _load_calibration(Path(calibration) if calibration else None, inputs, options.batch)
-    cache_key = _cache_key(onnx_path, cal_token, options)
+    stages = Stages(on_stage)
+    model = prepare(onnx_path, options, calibration, stages)
+    cache_key = _cache_key(model.path, model.calibration_token, options)
     out = Path(out_dir) if out_dir else state_dir() / "circuits" / f"{name}-{cache_key[:12]}"
     cached = _reuse(out, cache_key)
     if cached is not None:
@@ -187,28 +231,14 @@ def compile_model(
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    paths = {kind: work / filename for kind, filename in pkg.FILES.items()}
-    shutil.copyfile(onnx_path, paths["onnx"])
-    onnx_file, settings_file = str(paths["onnx"]), str(paths["settings"])
-
-    run_args = _run_args(options, inputs)
-    stages.run("settings", lambda: ezkl.gen_settings(onnx_file, settings_file, py_run_args=run_args))
-    cal_json = write_input_json(cal_arrays, work / "calibration.json")
-    stages.run("calibrate", lambda: ezkl.calibrate_settings(
-        str(cal_json), onnx_file, settings_file, options.calibration_target, max_logrows=options.max_logrows))
-    stages.run("circuit", lambda: ezkl.compile_circuit(onnx_file, str(paths["compiled"]), settings_file))
-    settings = json.loads(paths["settings"].read_text())
-    logrows = settings["run_args"]["logrows"]
-    srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_dir() / "srs", paths["srs"]))
-    stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
-    tolerance = stages.run("tolerance", lambda: _measure_tolerance(onnx_path, paths["compiled"], cal_arrays, options.batch,
-                                                                   settings, work))
+    built = build_circuit(model, options, work, stages)
+    paths, settings, tolerance = built["paths"], built["settings"], built["tolerance"]
     verifier = stages.run("verifier", lambda: build_verifier(paths["vk"], paths["settings"], paths["srs"],
                                                              paths["verifier_sol"]))
     paths["verifier_artifact"].write_text(json.dumps(verifier.to_json()))
 
     def write_manifest() -> None:
-        (work / "calibration.json").unlink()
+        logrows = settings["run_args"]["logrows"]
         manifest = {
             "format": pkg.FORMAT_VERSION,
             "name": name,
@@ -216,22 +246,24 @@ def compile_model(
             "model_id": model_id_of(paths["vk"]),
             "cache_key": cache_key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "source_onnx": str(onnx_path),
+            "source_onnx": str(model.path),
             "batch_size": options.batch,
-            "inputs": [_entry(spec, options.batch, scale) for spec, scale in zip(inputs, settings["model_input_scales"])],
-            "outputs": [_entry(spec, options.batch, scale) for spec, scale in zip(outputs, settings["model_output_scales"])],
+            "inputs": [_entry(spec, options.batch, scale)
+                       for spec, scale in zip(model.inputs, settings["model_input_scales"])],
+            "outputs": [_entry(spec, options.batch, scale)
+                        for spec, scale in zip(model.outputs, settings["model_output_scales"])],
             "visibility": {"input": options.input_visibility, "output": options.output_visibility,
                            "param": options.param_visibility},
             "logrows": logrows,
             "run_args": settings["run_args"],
-            "calibration": {"source": str(calibration) if calibration else "random", "rows": len(cal_arrays[0]),
-                            **tolerance},
+            "calibration": {"source": model.calibration_source, "rows": len(model.calibration[0]), **tolerance},
             "tolerance": tolerance["tolerance"],
-            "srs": {**srs_entry, "logrows": logrows},
-            "insecure_srs": srs_entry["insecure"],
+            "srs": {**built["srs"], "logrows": logrows},
+            "insecure_srs": built["srs"]["insecure"],
             "verifier": {"contract": verifier.name, "deployed_size": verifier.deployed_size, "solc": solc_version()},
             "toolchain": {"ezkl": ezkl.__version__, "onnxruntime": ort.__version__, "solc": solc_version()},
             "timings_s": stages.timings,
+            **(manifest_extra or {}),
             "files": {path.name: sha256_file(path) for path in paths.values() if path.name != pkg.MANIFEST},
         }
         (work / pkg.MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -260,8 +292,7 @@ def _run_args(options: CompileOptions, inputs: list[TensorSpec]):
     # every dynamic dimension named in the model becomes the requested batch size
     names = sorted({spec.dynamic_batch for spec in inputs if spec.dynamic_batch})
     run_args.variables = [(name, options.batch) for name in names] or [("batch_size", options.batch)]
-    if options.batch > 1:
-        run_args.disable_freivalds = True  # measured: with batches Freivalds' check costs more than it saves
+    run_args.disable_freivalds = options.batch > 1 if options.disable_freivalds is None else options.disable_freivalds
     for key, value in options.extra_run_args.items():
         setattr(run_args, key, value)
     return run_args

@@ -123,3 +123,23 @@ def test_manifest_lists_every_package_file(mlp_package):
     listed = set(mlp_package.manifest["files"])
     on_disk = {p.name for p in Path(mlp_package.root).iterdir()} - {"manifest.json"}
     assert listed == on_disk
+
+
+def test_tune_keeps_only_accurate_candidates_and_writes_the_fastest(tmp_path, mlp_rows):
+    from circuits.tune import tune_and_compile
+    model, calibration = demo_files("demo-mlp")
+    knobs = [("decomp", [(1024, 3), (128, 4)]), ("scales", [(13,), (7,)])]
+    package = tune_and_compile(model, "mlp-tuned", calibration=calibration, out_dir=tmp_path / "pkg",
+                               max_error=0.005, knobs=knobs)
+    table = package.manifest["tuning"]
+    by_knobs = {json.dumps(t["knobs"], sort_keys=True): t for t in table["trials"]}
+    assert len(by_knobs) == 4
+    # scale 7 quantizes the demo MLP's outputs coarser than 0.005: tried, measured, refused
+    coarse = by_knobs[json.dumps({"decomp": [128, 4], "scales": [7]}, sort_keys=True)]
+    assert coarse["status"] == "inaccurate" and coarse["max_abs_error"] > 0.005
+    accepted = [t for t in table["trials"] if t["status"] == "ok"]
+    chosen = min(accepted, key=lambda t: t["prove_s"])
+    assert table["chosen"] == chosen["knobs"]
+    assert package.manifest["run_args"]["decomp_base"] == chosen["knobs"]["decomp"][0]
+    assert package.manifest["calibration"]["max_abs_error"] <= 0.005
+    assert verify_proof(package, Prover(package).prove(mlp_rows[:1]))

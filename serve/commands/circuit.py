@@ -10,7 +10,13 @@ from typing import Optional
 import typer
 
 from circuits import CompileError, CompileOptions, compile_model
+from circuits.tune import DEFAULT_MAX_ERROR, Trial, tune_and_compile
 from serve.commands.progress import console, stage_progress
+
+
+def _print_trial(trial: Trial) -> None:
+    timing = f"logrows {trial.logrows}, setup {trial.setup_s}s, prove {trial.prove_s}s" if trial.prove_s else trial.error
+    console.print(f"  tune {trial.knobs}: {trial.status} ({timing}, max error {trial.max_abs_error})")
 
 
 class DataVisibility(str, Enum):
@@ -40,6 +46,8 @@ def compile_command(
     decomp_base: int = typer.Option(CompileOptions.decomp_base, help="EZKL decomposition base"),
     decomp_legs: int = typer.Option(CompileOptions.decomp_legs, help="EZKL decomposition legs"),
     out: Optional[Path] = typer.Option(None, help="package directory (default: the state directory's cache)"),
+    tune: bool = typer.Option(False, "--tune", help="search EZKL run args for the fastest circuit within --max-error"),
+    max_error: float = typer.Option(DEFAULT_MAX_ERROR, help="--tune: largest output error accepted vs ONNX Runtime"),
 ) -> None:
     """Compile an ONNX model into a circuit package (settings, keys, Solidity verifier, manifest)."""
     if srs is not None and dev_srs:
@@ -50,7 +58,11 @@ def compile_command(
     try:
         with warnings.catch_warnings(record=True) as caught, stage_progress(f"compiling {name}") as on_stage:
             warnings.simplefilter("always")
-            package = compile_model(model, name, options, calibration=calibration, out_dir=out, on_stage=on_stage)
+            if tune:
+                package = tune_and_compile(model, name, options, calibration=calibration, out_dir=out,
+                                           max_error=max_error, on_trial=_print_trial, on_stage=on_stage)
+            else:
+                package = compile_model(model, name, options, calibration=calibration, out_dir=out, on_stage=on_stage)
     except CompileError as error:
         console.print(f"[red]compile failed:[/red] {error}")
         raise typer.Exit(1)
