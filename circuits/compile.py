@@ -120,7 +120,13 @@ def _load_calibration(path: Path | None, inputs: list[TensorSpec], batch: int) -
         if list(array.shape[1:]) != _row_shape(spec):
             raise CompileError(f"calibration rows for {spec.name!r} have shape {list(array.shape[1:])}, "
                                f"the model wants {_row_shape(spec)}")
-    return [a.astype(np.float64) for a in arrays], sha256_file(path)
+    return [_whole_batches(a.astype(np.float64), batch) for a in arrays], sha256_file(path)
+
+
+def _whole_batches(rows: np.ndarray, batch: int) -> np.ndarray:
+    """EZKL calibrates on whole batches: repeat rows up to the next multiple of the batch."""
+    wanted = -(-len(rows) // batch) * batch
+    return rows if wanted == len(rows) else np.resize(rows, (wanted, *rows.shape[1:]))
 
 
 def _row_shape(spec: TensorSpec) -> list[int]:

@@ -1,0 +1,49 @@
+"""From the ``zkserve.chain`` config to a connected client: the configured RPC endpoint, or
+the local anvil (reused when one already answers, else started as a child process)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve.chain.anvil import AnvilProcess, rpc_chain_id
+from serve.chain.client import ChainClient, ChainError
+from serve.chain.keys import load_signer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChainConnection:
+    client: ChainClient
+    anvil: AnvilProcess | None  # set when this process started the local chain
+
+    def close(self) -> None:
+        if self.anvil is not None:
+            self.anvil.stop()
+
+
+def local_chain_url(chain_config: dict) -> str:
+    return f"http://{chain_config['anvil_host']}:{chain_config['anvil_port']}"
+
+
+def connect(zkserve_config: dict, start_anvil: bool = True) -> ChainConnection:
+    chain_config = zkserve_config["chain"]
+    local = not chain_config.get("rpc_url")
+    url = local_chain_url(chain_config) if local else chain_config["rpc_url"]
+    anvil = None
+    if local and rpc_chain_id(url) is None and start_anvil:
+        state_file = Path(zkserve_config["state_dir"]) / "chain" / "anvil-state.json"
+        anvil = AnvilProcess(state_file, chain_config["anvil_host"], int(chain_config["anvil_port"]),
+                             int(chain_config["chain_id"])).start()
+    signer = load_signer(chain_config, local_chain=local)
+    client = ChainClient(url, signer)
+    if local or rpc_chain_id(url) is not None:
+        reported = rpc_chain_id(url)
+        expected = int(chain_config["chain_id"])
+        if reported is not None and reported != expected:
+            if anvil:
+                anvil.stop()
+            raise ChainError(f"{url} reports chain id {reported}, config says chain.chain_id={expected}")
+    return ChainConnection(client, anvil)

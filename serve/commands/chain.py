@@ -1,0 +1,186 @@
+"""`zkserve verifier | register | verify | attestation`: the verifier service and the chain."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import grpc
+import typer
+
+from circuits import CircuitPackage, PackageError, Proof
+from serve.chain.client import ChainError
+from serve.chain.keys import SigningKeyError
+from serve.chain.registry import Registry, to_bytes32
+from serve.commands.progress import console
+from serve.config import ConfigError, load_config
+from serve.merkle import instances_hash
+
+CONFIG_OPTION = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file")
+
+
+def _config(path: Optional[Path]) -> dict:
+    try:
+        return load_config(path)["zkserve"]
+    except ConfigError as error:
+        console.print(f"[red]config:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _package(ref: str, state_dir: str) -> CircuitPackage:
+    """A package directory, a model id or name from the state directory, or a demo name."""
+    from circuits.demo import DEMO_NAMES, ensure_demo_packages
+    from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel
+
+    if Path(ref).is_dir():
+        return CircuitPackage.load(ref)
+    try:
+        return ModelCatalog(Path(state_dir)).resolve(ref)
+    except UnknownModel:
+        if ref in DEMO_NAMES:
+            return ensure_demo_packages([ref])[ref]
+        raise
+    except AmbiguousModel:
+        if ref in DEMO_NAMES:  # the default demo package wins over variants compiled with other options
+            return ensure_demo_packages([ref])[ref]
+        raise
+
+
+def _chain(zk: dict):
+    from serve.chain.connect import connect
+
+    try:
+        connection = connect(zk)
+        return connection, Registry.ensure(connection.client, Path(zk["state_dir"]))
+    except (ChainError, SigningKeyError) as error:
+        _fail(str(error))
+
+
+def verifier_command(
+    config: Optional[Path] = CONFIG_OPTION,
+    package: List[Path] = typer.Option([], "--package", exists=True, file_okay=False,
+                                       help="circuit package directory (repeatable; the state directory's packages are found too)"),
+) -> None:
+    """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
+    from serve.verifier.server import run_verifier
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_verifier(load_config(config), package)
+    except (ChainError, SigningKeyError, ConfigError, OSError) as error:
+        _fail(str(error))
+
+
+def register_command(
+    model: str = typer.Argument(..., help="circuit package directory, model id, package name or demo name"),
+    metadata_uri: Optional[str] = typer.Option(None, help="stored with the model in the registry"),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Deploy the model's EZKL verifier and bind it to its model id in the registry (once)."""
+    zk = _config(config)
+    try:
+        package = _package(model, zk["state_dir"])
+    except (LookupError, PackageError) as error:
+        _fail(str(error))
+    connection, registry = _chain(zk)
+    try:
+        result = registry.register_model(package, Path(zk["state_dir"]), metadata_uri)
+    except ChainError as error:
+        _fail(str(error))
+    finally:
+        connection.close()
+    state = "already registered" if result["already_registered"] else "registered"
+    console.print(f"{package.name} {state}: model_id {package.model_id}")
+    console.print(f"  verifier {result['verifier']}  registry {registry.address}  chain {registry.chain.chain_id()}")
+    if package.insecure:
+        console.print("[yellow]warning:[/yellow] this package uses a locally generated (INSECURE) SRS")
+
+
+def verify_command(
+    proof_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="proof JSON (circuits.Proof)"),
+    model: str = typer.Option(..., "--model", help="model id, package name or package directory"),
+    onchain: bool = typer.Option(False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Verify a proof off chain with the verification key, and optionally with the on-chain verifier."""
+    from serve.verifier.models import check_proof
+
+    zk = _config(config)
+    try:
+        package = _package(model, zk["state_dir"])
+        proof = Proof.load(proof_file)
+    except (LookupError, PackageError, ValueError) as error:
+        _fail(str(error))
+    verdict = check_proof(package, proof)
+    console.print(f"off chain: {'VALID' if verdict.valid else 'INVALID'}  {verdict.reason}")
+    console.print(f"  proof_hash {proof.proof_hash}  instances_hash 0x{instances_hash(proof.instances).hex()}")
+    valid = verdict.valid
+    if onchain:
+        connection, registry = _chain(zk)
+        try:
+            if not registry.is_registered(package.model_id):
+                _fail(f"{package.name} is not registered; run `zkserve register {package.name}`")
+            verifier = registry.chain.contract(registry.model(package.model_id)["verifier"], package.verifier_artifact()["abi"])
+            try:
+                on_chain = bool(verifier.functions.verifyProof(proof.proof_bytes, proof.instances).call())
+            except Exception:  # noqa: BLE001 - the EZKL verifier reverts on bad proofs
+                on_chain = False
+            console.print(f"on chain ({verifier.address}): {'VALID' if on_chain else 'INVALID'}")
+            valid = valid and on_chain
+        finally:
+            connection.close()
+    raise typer.Exit(0 if valid else 1)
+
+
+def attestation_command(
+    proof_hash: str = typer.Argument(..., help="0x + 64 hex: keccak256 of the proof bytes"),
+    address: Optional[str] = typer.Option(None, help="verifier host:port (default: from the config)"),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Show a proof's attestation: from the verifier service, else straight from the registry."""
+    from serve.verifier.client import VerifierClient, status_name
+
+    zk = _config(config)
+    try:
+        to_bytes32(proof_hash)
+    except ValueError as error:
+        _fail(f"proof hash: {error}")
+    target = address or f"{zk['verifier']['host']}:{zk['verifier']['port']}"
+    with VerifierClient(target, timeout_s=5, retries=0) as client:
+        try:
+            record = client.get(proof_hash)
+            console.print(f"{record.proof_hash}: {status_name(record)}")
+            for name in ("model_id", "tx_hash", "block_number", "merkle_root", "leaf", "reason"):
+                value = getattr(record, name)
+                if value:
+                    console.print(f"  {name}: {value}")
+            if record.merkle_path:
+                console.print(f"  merkle_path: {', '.join(record.merkle_path)}")
+            return
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                console.print(f"the verifier at {target} has no record of it; checking the registry")
+            elif error.code() != grpc.StatusCode.UNAVAILABLE:
+                _fail(error.details())
+    connection, registry = _chain(zk)
+    try:
+        record = registry.attestation(proof_hash)
+    finally:
+        connection.close()
+    if record["block_number"]:
+        console.print(f"{proof_hash}: attested on chain in block {record['block_number']} (model {record['model_id']})")
+    else:
+        _fail(f"{proof_hash} is not attested on chain (an anchored proof needs its leaf and path: ask the verifier)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verifier")(verifier_command)
+    app.command("register")(register_command)
+    app.command("verify")(verify_command)
+    app.command("attestation")(attestation_command)

@@ -1,0 +1,1 @@
+"""The verifier service: off-chain EZKL verification, a durable outbox, and the chain sender."""

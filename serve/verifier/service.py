@@ -1,0 +1,212 @@
+"""gRPC ``zkserve.v1.Verifier``: Verify, Submit, GetAttestation, WatchAttestation.
+
+Every failure a caller can fix comes back as INVALID_ARGUMENT / NOT_FOUND /
+FAILED_PRECONDITION / UNAVAILABLE with a message saying what to do; anything else is
+logged here and answered as INTERNAL without details (no paths, keys or tracebacks).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from typing import Callable
+
+import grpc
+
+from circuits import Proof
+from serve.chain.client import ChainError, ChainUnavailable
+from serve.chain.registry import Registry
+from serve.merkle import instances_hash, leaf_of
+from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
+from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
+from zkserve.v1 import verifier_pb2 as pb
+from zkserve.v1 import verifier_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+MAX_PROOF_BYTES = 8 * 1024 * 1024
+STATUS = {
+    "pending": pb.ATTESTATION_STATUS_PENDING, "anchored": pb.ATTESTATION_STATUS_ANCHORED,
+    "attested": pb.ATTESTATION_STATUS_ATTESTED, "rejected": pb.ATTESTATION_STATUS_REJECTED,
+}
+MODES = {pb.SUBMIT_MODE_UNSPECIFIED: ANCHOR, pb.SUBMIT_MODE_ANCHOR: ANCHOR, pb.SUBMIT_MODE_ONCHAIN: ONCHAIN}
+MODE_TO_PROTO = {ANCHOR: pb.SUBMIT_MODE_ANCHOR, ONCHAIN: pb.SUBMIT_MODE_ONCHAIN}
+
+
+class RpcFailure(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _fail(context: grpc.ServicerContext, error: Exception, method: str):
+    if isinstance(error, RpcFailure):
+        context.abort(error.code, error.message)
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the verifier; the operator can find it in the service log")
+
+
+def unary(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as error:  # noqa: BLE001 - mapped to a clean status
+            _fail(context, error, method.__name__)
+    return wrapper
+
+
+def streaming(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            yield from method(self, request, context)
+        except Exception as error:  # noqa: BLE001
+            _fail(context, error, method.__name__)
+    return wrapper
+
+
+class RegistryHandle:
+    """The registry contract, resolved (deployed if needed) on first use, and a cache of
+    models known to be registered (registration never changes, so a chain outage does
+    not block Submit for models seen before)."""
+
+    def __init__(self, resolve: Callable[[], Registry]):
+        self._resolve = resolve
+        self._registry: Registry | None = None
+        self._registered: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Registry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._resolve()
+            return self._registry
+
+    @property
+    def resolved(self) -> Registry | None:
+        return self._registry
+
+    def require_registered(self, model_id: str, name: str) -> None:
+        if model_id in self._registered:
+            return
+        try:
+            registry = self()
+            registered = registry.is_registered(model_id)
+        except ChainUnavailable as error:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE,
+                             f"cannot reach the chain to check that {name} is registered ({error}); retry shortly") from None
+        except ChainError as error:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"chain error while checking {name}: {error}") from None
+        if not registered:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"model {name} ({model_id}) is not registered in the registry at {registry.address}; "
+                             f"run `zkserve register {name}` first")
+        self._registered.add(model_id)
+
+
+class VerifierService(verifier_pb2_grpc.VerifierServicer):
+    def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0):
+        self.catalog = catalog
+        self.outbox = outbox
+        self.registry = registry
+        self.watch_poll_s = watch_poll_s
+
+    # ---- helpers ----
+
+    def _package(self, model_ref: str):
+        try:
+            return self.catalog.resolve(model_ref)
+        except UnknownModel as error:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(error)) from None
+        except AmbiguousModel as error:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+
+    @staticmethod
+    def _proof(raw: bytes) -> Proof:
+        if not raw:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "proof is empty; send the proof JSON (circuits.Proof.to_json())")
+        if len(raw) > MAX_PROOF_BYTES:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof is {len(raw)} bytes, over the {MAX_PROOF_BYTES} limit")
+        try:
+            proof = Proof.from_json(raw)
+            proof.proof_bytes, proof.instances  # noqa: B018 - reject malformed fields up front
+        except (ValueError, KeyError, TypeError) as error:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"proof is not a zkserve proof document ({error}); send circuits.Proof.to_json()") from None
+        return proof
+
+    def _verify(self, request):
+        package = self._package(request.model_id)
+        proof = self._proof(request.proof)
+        verdict = check_proof(package, proof)
+        digest = instances_hash(proof.instances)
+        leaf = leaf_of(bytes.fromhex(package.model_id[2:]), bytes.fromhex(proof.proof_hash[2:]), digest)
+        return package, proof, verdict, "0x" + digest.hex(), "0x" + leaf.hex()
+
+    def _record(self, record: ProofRecord) -> pb.AttestationRecord:
+        registry = self.registry.resolved
+        return pb.AttestationRecord(
+            proof_hash=record.proof_hash, model_id=record.model_id, status=STATUS[record.status],
+            mode=MODE_TO_PROTO[record.mode], instances_hash=record.instances_hash, leaf=record.leaf,
+            tx_hash=record.tx_hash or "", block_number=record.block_number or 0,
+            merkle_root=record.merkle_root or "", merkle_path=record.merkle_path, batch_size=record.batch_size,
+            registry_address=registry.address if registry else "",
+            chain_id=registry.chain.chain_id() if registry else 0,
+            reason=record.reason or (record.last_error if not record.final else "") or "",
+            attempts=record.attempts, submitted_at=record.submitted_at, finalized_at=record.finalized_at or 0.0,
+        )
+
+    def _lookup(self, proof_hash: str) -> ProofRecord:
+        if not HASH_RE.match(proof_hash or ""):
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof_hash {proof_hash!r} must be 0x + 64 hex digits")
+        record = self.outbox.get(proof_hash.lower())
+        if record is None:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no proof {proof_hash} was submitted to this verifier")
+        return record
+
+    # ---- RPCs ----
+
+    @unary
+    def Verify(self, request, context):
+        package, proof, verdict, digest, leaf = self._verify(request)
+        return pb.VerifyResponse(valid=verdict.valid, reason=verdict.reason, model_id=package.model_id,
+                                 proof_hash=proof.proof_hash, instances=[str(i) for i in proof.instances],
+                                 instances_hash=digest, leaf=leaf)
+
+    @unary
+    def Submit(self, request, context):
+        if request.mode not in MODES:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"unknown mode {request.mode}; use ANCHOR or ONCHAIN")
+        mode = MODES[request.mode]
+        package, proof, verdict, digest, leaf = self._verify(request)
+        if not verdict.valid:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof rejected: {verdict.reason}")
+        existing = self.outbox.get(proof.proof_hash)
+        if existing is not None:
+            return pb.SubmitResponse(attestation=self._record(existing), already_submitted=True)
+        self.registry.require_registered(package.model_id, package.name)
+        record, added = self.outbox.add(proof.proof_hash, package.model_id, mode, digest, leaf,
+                                        proof=proof.proof_bytes, instances=proof.instances)
+        log.info("queued %s (%s, %s)", proof.proof_hash, package.name, mode)
+        return pb.SubmitResponse(attestation=self._record(record), already_submitted=not added)
+
+    @unary
+    def GetAttestation(self, request, context):
+        return self._record(self._lookup(request.proof_hash))
+
+    @streaming
+    def WatchAttestation(self, request, context):
+        record = self._lookup(request.proof_hash)
+        last = self._record(record)
+        yield last
+        while not record.final and context.is_active():
+            self.outbox.wait_for_change(self.watch_poll_s)
+            record = self.outbox.get(record.proof_hash)
+            current = self._record(record)
+            if current != last:
+                last = current
+                yield current
