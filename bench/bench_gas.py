@@ -4,24 +4,20 @@ MLP's EZKL verifier. Prints a table and writes bench/results/gas.json."""
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import ezkl  # noqa: E402
 import numpy as np  # noqa: E402
-import web3  # noqa: E402
 from eth_account import Account  # noqa: E402
 
+from bench.common import save  # noqa: E402
 from circuits import Prover  # noqa: E402
 from circuits.demo import demo_files, ensure_demo_packages  # noqa: E402
 from circuits.solidity import solc_version  # noqa: E402
@@ -32,7 +28,6 @@ from serve.chain.registry import Registry, to_bytes32  # noqa: E402
 from serve.merkle import MerkleTree, instances_hash, leaf_of  # noqa: E402
 
 BATCH_SIZES = (1, 16, 256, 1024)
-OUT = REPO / "bench" / "results" / "gas.json"
 
 
 def free_port() -> int:
@@ -81,26 +76,16 @@ def main() -> None:
                 "is_anchored_check_gas": chain.w3.eth.estimate_gas(check.build_transaction({"from": chain.address})),
             }
         results["anchor"] = anchors
-    results["speedup_attest_over_anchor_gas_per_proof"] = {
-        size: round(results["attest_gas"] / entry["gas_per_proof"], 1) for size, entry in anchors.items()
-    }
-    document = {
-        "benchmark": "gas per proof: attest vs anchor",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version()},
-        "versions": {"ezkl": ezkl.__version__ if hasattr(ezkl, "__version__") else "23.0.5", "web3": web3.__version__,
-                     "solc": solc_version(), "anvil": anvil_version()},
-        "results": results,
-    }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(document, indent=2) + "\n")
+    # gas per proof of full on-chain verification over that of anchoring, by batch size
+    speedup = {size: round(results["attest_gas"] / entry["gas_per_proof"], 1) for size, entry in anchors.items()}
+    save("gas", {"description": "gas per proof: attest (full on-chain verification) vs anchor (Merkle root)",
+                 "toolchain": {"solc": solc_version(), "anvil": anvil_version()},
+                 "results": results, "speedup": speedup})
     print(f"{'mode':<14}{'batch':>7}{'tx gas':>12}{'gas/proof':>12}{'vs attest':>11}")
     print(f"{'attest':<14}{1:>7}{results['attest_gas']:>12}{results['attest_gas']:>12}{'1.0x':>11}")
     for size, entry in anchors.items():
-        ratio = results["speedup_attest_over_anchor_gas_per_proof"][size]
+        ratio = speedup[size]
         print(f"{'anchor':<14}{size:>7}{entry['anchor_tx_gas']:>12}{entry['gas_per_proof']:>12}{ratio:>10}x")
-    print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":

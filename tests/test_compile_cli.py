@@ -9,7 +9,6 @@ import ezkl
 import numpy as np
 import onnx
 import onnx.version_converter
-import pytest
 from onnx import TensorProto, helper
 
 from circuits import CircuitPackage, CompileOptions, Prover, compile_model, decode_outputs, input_hash, \
@@ -17,7 +16,7 @@ from circuits import CircuitPackage, CompileOptions, Prover, compile_model, deco
 from circuits.demo import demo_files
 from circuits.demo.build import build
 
-from tests.conftest import ONNX_TEST_DATA, REPO, run_cli
+from tests.conftest import ONNX_TEST_DATA, run_cli
 
 
 def test_cli_compiles_demo_mlp_into_a_package_whose_proof_verifies(tmp_path, mlp_rows):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
 from serve.chain.client import ChainClient, ChainError, ChainUnavailable, NonceTooLow, SignedTx, TxReverted
