@@ -7,12 +7,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STUBS := stubs
+# tritonclient pins protobuf < 7 and ships its own `inference` protos, which clash with ours
+# in one process: the stock-client test runs it from this second venv.
+TRITON_VENV := .venv-triton
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test stubs clean bench
 
-setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated
+setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated $(TRITON_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +28,11 @@ $(VENV)/.installed: pyproject.toml
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(TRITON_VENV)/.installed:
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet 'tritonclient[grpc]==2.73.0' numpy
 	touch $@
 
 $(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
@@ -44,4 +52,4 @@ bench: setup
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STUBS) .zkserve .pytest_cache
+	rm -rf $(STUBS) .zkserve .pytest_cache $(TRITON_VENV)

@@ -5,7 +5,6 @@ MLP's EZKL verifier. Prints a table and writes bench/results/gas.json."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,10 @@ from serve.chain.client import ChainClient  # noqa: E402
 from serve.chain.keys import ANVIL_DEV_KEY  # noqa: E402
 from serve.chain.registry import Registry, to_bytes32  # noqa: E402
 from serve.merkle import MerkleTree, instances_hash, leaf_of  # noqa: E402
+from serve.ports import free_port  # noqa: E402
 
 BATCH_SIZES = (1, 16, 256, 1024)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def anvil_version() -> str:

@@ -21,18 +21,28 @@ from circuits.paths import state_dir
 # The defaults run everything locally (DESIGN.md, "Defaults").
 DEFAULTS: dict[str, Any] = {
     "state_dir": None,  # None -> $ZKSERVE_HOME or ./.zkserve
-    "ingress": {"host": "127.0.0.1", "port": 9000, "max_request_bytes": 4 * 1024 * 1024},
+    "ingress": {
+        "host": "127.0.0.1",
+        "port": 9000,
+        "max_request_bytes": 4 * 1024 * 1024,
+        "http_port": 8000,  # Ray Serve's HTTP proxy starts beside the gRPC one; nothing is served on it
+    },
     "serving": {
         "models": ["demo-mlp", "demo-cnn"],  # demo names or circuit package directories
         "default_attest": "async",
         "max_batch_size": 16,
         "batch_wait_timeout_s": 0.005,
         "num_gpus": 0.25,  # per predictor replica, used only when a GPU is visible
-        "prover_replicas": 1,
+        "prover_replicas": 1,  # most prover replicas per model (autoscaled on queue length)
+        "prover_cores": None,  # cores given to proving: replicas x RAYON_NUM_THREADS; None -> all
+        "prover_num_cpus": 0.5,  # Ray logical CPUs reserved per prover replica
+        "proof_batch_wait_timeout_s": 0.05,  # proof_batching: shared waits this long to fill a proof
+        "ort_threads": 1,  # ONNX Runtime intra-op threads per predictor replica (None -> ORT default)
         "proof_batching": "per_request",  # or "shared"
-        "submit_proofs": False,  # send every proof to the verifier service
+        "submit_proofs": True,  # the prover sends every proof to the verifier service (anchor mode)
     },
     "verifier": {
+        "enabled": True,  # `zkserve up` starts it (with the local chain) beside the app
         "host": "127.0.0.1",
         "port": 9100,
         "anchor_batch_size": 16,  # anchor when this many hashes are queued ...

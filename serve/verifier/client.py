@@ -84,8 +84,11 @@ class VerifierClient:
     def watch(self, proof_hash: str, timeout_s: float | None = None) -> Iterator[pb.AttestationRecord]:
         return self._stub.WatchAttestation(pb.GetAttestationRequest(proof_hash=proof_hash), timeout=timeout_s)
 
-    def wait_final(self, proof_hash: str, timeout_s: float = 120.0) -> pb.AttestationRecord:
-        """Polls until the record is anchored, attested or rejected (survives service restarts)."""
+    def wait_final(self, proof_hash: str, timeout_s: float = 120.0, not_yet_submitted_ok: bool = False
+                   ) -> pb.AttestationRecord:
+        """Polls until the record is anchored, attested or rejected (survives service restarts).
+        With `not_yet_submitted_ok`, NOT_FOUND means someone else's Submit is still on its way."""
+        retryable = RETRYABLE | ({grpc.StatusCode.NOT_FOUND} if not_yet_submitted_ok else set())
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -93,7 +96,7 @@ class VerifierClient:
                 if record.status in FINAL:
                     return record
             except grpc.RpcError as error:
-                if error.code() not in RETRYABLE:
+                if error.code() not in retryable:
                     raise
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{proof_hash} not final after {timeout_s:.0f} s")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -20,16 +19,13 @@ from serve.chain.client import ChainClient
 from serve.chain.keys import ANVIL_DEV_KEY
 from serve.chain.registry import Registry
 from serve.verifier.client import VerifierClient
+from tests.e2e.serving_fixtures import serving_app  # noqa: F401 - a session fixture shared by the serving tests
+from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # anvil's second dev account: a key with funds but no role in the registry
 OUTSIDER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

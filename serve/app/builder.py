@@ -1,0 +1,134 @@
+"""Builds the Ray Serve application from the config document and starts it.
+
+The document is Ray Serve's own config schema plus the ``zkserve`` section
+(``serve.config.load_config``). From Ray's part this reads ``http_options``,
+``grpc_options.grpc_servicer_functions`` (added to ours) and, of the first application,
+``deployments`` (per-deployment options such as ``num_replicas`` or ``autoscaling_config``,
+matched by deployment name).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ray import serve
+from ray.serve.config import gRPCOptions
+from ray.serve.handle import DeploymentHandle
+
+from serve.app.ingress import Ingress
+from serve.app.models import ModelSpec, resolve_models
+from serve.app.predictor import Predictor
+from serve.app.proof_store import ProofStore
+from serve.app.prover import Prover
+
+APP_NAME = "zkserve"
+INGRESS_SERVICERS = [
+    "inference.grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server",
+    "zkserve.v1.attestation_pb2_grpc.add_AttestationServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+]
+# Ray Serve's HTTP proxy always starts beside the gRPC one; nothing is served over it.
+DEFAULT_HTTP_PORT = 8000
+
+
+def deployment_name(kind: str, model: str = "") -> str:
+    return f"{kind}-{model}" if model else kind
+
+
+def _prover_options(serving: dict, spec: ModelSpec) -> dict:
+    """replicas x RAYON_NUM_THREADS = the cores given to proving; autoscale on queue length."""
+    replicas = max(1, int(serving["prover_replicas"]))
+    cores = int(serving.get("prover_cores") or os.cpu_count() or 1)
+    threads = max(1, cores // replicas)
+    shared = serving["proof_batching"] == "shared" and spec.circuit_batch_size > 1
+    return {
+        "name": deployment_name("Prover", spec.name),
+        "max_ongoing_requests": 2 * spec.circuit_batch_size if shared else 1,
+        "autoscaling_config": {
+            "min_replicas": 1, "initial_replicas": 1, "max_replicas": replicas,
+            "target_ongoing_requests": spec.circuit_batch_size if shared else 1,
+            "upscale_delay_s": 2, "downscale_delay_s": 60,
+        },
+        "ray_actor_options": {
+            # Logical CPUs: a fraction, so N replicas fit beside each other on small hosts;
+            # the real core split is RAYON_NUM_THREADS.
+            "num_cpus": float(serving.get("prover_num_cpus", 0.5)),
+            "runtime_env": {"env_vars": {"RAYON_NUM_THREADS": str(threads)}},
+        },
+    }
+
+
+def _predictor_options(serving: dict, spec: ModelSpec, gpus_visible: bool) -> dict:
+    options = {"name": deployment_name("Predictor", spec.name), "max_ongoing_requests": 4 * int(serving["max_batch_size"])}
+    if gpus_visible and float(serving["num_gpus"]) > 0:
+        options["ray_actor_options"] = {"num_cpus": 0, "num_gpus": float(serving["num_gpus"])}
+    return options
+
+
+def _apply_overrides(deployment, options: dict, overrides: dict[str, dict]):
+    merged = options | overrides.get(options["name"], {})
+    return deployment.options(**merged)
+
+
+def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visible: bool = False):
+    """The bound application: one Predictor and one Prover per model, a ProofStore, an Ingress."""
+    overrides = overrides or {}
+    serving, ingress = zkserve["serving"], zkserve["ingress"]
+    if serving["default_attest"] not in ("none", "async", "sync"):
+        raise ValueError(f"zkserve.serving.default_attest must be none, async or sync, not {serving['default_attest']!r}")
+    if serving["proof_batching"] not in ("per_request", "shared"):
+        raise ValueError(f"zkserve.serving.proof_batching must be per_request or shared, not {serving['proof_batching']!r}")
+    specs = resolve_models(list(serving["models"]))
+    store = _apply_overrides(ProofStore, {"name": "ProofStore"}, overrides).bind(
+        os.path.join(zkserve["state_dir"], "proofs"))
+    predictors = {
+        name: _apply_overrides(Predictor, _predictor_options(serving, spec, gpus_visible), overrides).bind(
+            spec, int(serving["max_batch_size"]), float(serving["batch_wait_timeout_s"]), serving.get("ort_threads"))
+        for name, spec in specs.items()
+    }
+    verifier = f"{zkserve['verifier']['host']}:{zkserve['verifier']['port']}" if serving["submit_proofs"] else None
+    provers = {
+        name: _apply_overrides(Prover, _prover_options(serving, spec), overrides).bind(
+            spec, store, serving["proof_batching"], float(serving.get("proof_batch_wait_timeout_s", 0.05)), verifier)
+        for name, spec in specs.items()
+    }
+    settings = {"default_attest": serving["default_attest"], "max_request_bytes": ingress["max_request_bytes"]}
+    return _apply_overrides(Ingress, {"name": "Ingress"}, overrides).bind(specs, predictors, provers, store, settings)
+
+
+def app_builder(args: dict):
+    """Entry for ``serve run``/``serve deploy`` config files: ``import_path: serve.app:app_builder``."""
+    from serve.config import load_config
+
+    return build_app(load_config(args.get("config"))["zkserve"])
+
+
+def grpc_options(document: dict) -> gRPCOptions:
+    zkserve = document["zkserve"]
+    extra = (document.get("grpc_options") or {}).get("grpc_servicer_functions") or []
+    return gRPCOptions(port=int(zkserve["ingress"]["port"]),
+                       grpc_servicer_functions=INGRESS_SERVICERS + [f for f in extra if f not in INGRESS_SERVICERS])
+
+
+def http_options(document: dict) -> dict:
+    ingress = document["zkserve"]["ingress"]
+    options = {"host": ingress["host"], "port": int(ingress.get("http_port", DEFAULT_HTTP_PORT))}
+    options.update(document.get("http_options") or {})
+    return options
+
+
+def deployment_overrides(document: dict) -> dict[str, dict]:
+    applications = document.get("applications") or []
+    if not applications:
+        return {}
+    return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in applications[0].get("deployments") or []}
+
+
+def start(document: dict) -> DeploymentHandle:
+    """Starts Serve (gRPC proxy with our services) and deploys the app; Ray must be initialised."""
+    import ray
+
+    gpus_visible = ray.cluster_resources().get("GPU", 0) > 0
+    app = build_app(document["zkserve"], deployment_overrides(document), gpus_visible)
+    serve.start(grpc_options=grpc_options(document), http_options=http_options(document))
+    return serve.run(app, name=APP_NAME, route_prefix="/")

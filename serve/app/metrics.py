@@ -1,0 +1,60 @@
+"""The app's metrics (exported by Ray's metrics agent in Prometheus format).
+
+Created inside each replica, on first use, because metric objects belong to a process.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from ray.serve import metrics
+
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+@cache
+def requests() -> metrics.Counter:
+    return metrics.Counter("zkserve_requests", "gRPC requests by method, model and outcome",
+                           tag_keys=("method", "model", "code"))
+
+
+@cache
+def batch_sizes() -> metrics.Histogram:
+    return metrics.Histogram("zkserve_predict_batch_rows", "rows per ONNX Runtime batch",
+                             boundaries=BATCH_BOUNDARIES, tag_keys=("model",))
+
+
+@cache
+def inference_latency() -> metrics.Histogram:
+    return metrics.Histogram("zkserve_inference_latency_ms", "ONNX Runtime run time per batch",
+                             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("model",))
+
+
+@cache
+def proof_queue_depth() -> metrics.Gauge:
+    return metrics.Gauge("zkserve_proof_queue_depth", "proofs queued or proving", tag_keys=("model",))
+
+
+@cache
+def proof_latency() -> metrics.Histogram:
+    return metrics.Histogram("zkserve_proof_latency_ms", "EZKL witness + prove time per proof",
+                             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("model",))
+
+
+@cache
+def proofs_failed() -> metrics.Counter:
+    return metrics.Counter("zkserve_proofs_failed", "proofs that failed", tag_keys=("model",))
+
+
+@cache
+def output_mismatches() -> metrics.Counter:
+    return metrics.Counter("zkserve_proven_output_mismatches",
+                           "proofs whose public outputs disagree with ONNX Runtime beyond tolerance",
+                           tag_keys=("model",))
+
+
+@cache
+def proofs_submitted() -> metrics.Counter:
+    return metrics.Counter("zkserve_proofs_submitted", "proofs sent to the verifier service, by result",
+                           tag_keys=("model", "result"))

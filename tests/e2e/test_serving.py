@@ -1,0 +1,238 @@
+"""End to end: the real Ray Serve app over loopback gRPC, real ONNX Runtime, real EZKL proofs.
+
+One app per session (tests/e2e/serving_fixtures.py). The concurrency test runs 32 clients
+x 10 requests; one request per client asks for a synchronous proof (32 proofs), the rest
+are plain predictions, which keeps the module within a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from eth_hash.auto import keccak
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from circuits import Proof
+from inference import grpc_service_pb2 as oip
+from tests.e2e.serving_helpers import infer_request, ort_run, output_array, proof_bytes, verify_in_subprocess
+from zkserve.v1 import attestation_pb2 as pb
+
+pytestmark = pytest.mark.e2e
+MLP, CNN = "demo-mlp", "demo-cnn"
+
+
+@pytest.fixture(scope="module")
+def stubs(serving_app):
+    channel = serving_app.channel()
+    yield serving_app.inference(channel), serving_app.attestation(channel)
+    channel.close()
+
+
+def rows_of(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(-1, 1, shape).astype(np.float32)
+
+
+def test_sync_attest_returns_a_proof_that_verifies_elsewhere(stubs, mlp_package, tmp_path):
+    inference, _ = stubs
+    rows = rows_of(np.random.default_rng(1), (1, 16))
+    response = inference.ModelInfer(infer_request(MLP, "features", rows, attest="sync"))
+
+    params = response.parameters
+    assert params["model_id"].string_param == mlp_package.model_id
+    assert params["proof_status"].string_param == "done"
+    assert params["proven_outputs_match"].bool_param is True
+    np.testing.assert_allclose(output_array(response, "scores"), ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
+
+    proof = Proof.from_json(proof_bytes(response))
+    assert params["proof_hash"].string_param == proof.proof_hash == "0x" + keccak(proof.proof_bytes).hex()
+    assert verify_in_subprocess(mlp_package.root, [proof_bytes(response)], tmp_path) == [True]
+
+
+def test_typed_contents_work_like_raw_ones(stubs, cnn_package):
+    inference, _ = stubs
+    rows = rows_of(np.random.default_rng(2), (3, 1, 8, 8))
+    response = inference.ModelInfer(infer_request(CNN, "image", rows, attest="none", raw=False))
+    assert not response.raw_output_contents
+    np.testing.assert_allclose(output_array(response, "logits"), ort_run(cnn_package.onnx_path, "image", rows), rtol=1e-6)
+    assert "proof_id" not in response.parameters
+
+
+def test_async_attest_answers_before_the_proof_then_streams_it(stubs, cnn_package):
+    inference, attestation = stubs
+    rows = rows_of(np.random.default_rng(3), (1, 1, 8, 8))
+    response = inference.ModelInfer(infer_request(CNN, "image", rows, attest="async"))
+    answered_at = time.time()
+    proof_id = response.parameters["proof_id"].string_param
+    assert proof_id and response.parameters["proof_status"].string_param == "queued"
+    assert "zk_proof" not in [o.name for o in response.outputs]
+
+    updates = list(attestation.WatchProof(pb.WatchProofRequest(proof_id=proof_id), timeout=120))
+    statuses = [u.status for u in updates]
+    assert statuses[-1] == pb.PROOF_STATUS_DONE and statuses == sorted(statuses), statuses
+    final = updates[-1]
+    # The order, from the server's own clock: the answer left before the proof was finished.
+    assert final.created_at <= answered_at < final.finished_at
+    assert final.proven_outputs_match
+    np.testing.assert_allclose(np.asarray(final.proven_outputs[0].values),
+                               ort_run(cnn_package.onnx_path, "image", rows).ravel(), atol=cnn_package.tolerance)
+
+    fetched = attestation.GetProof(pb.GetProofRequest(proof_id=proof_id))
+    assert fetched.proof == final.proof and fetched.proof_hash == final.proof_hash
+    assert Proof.from_json(fetched.proof).proof_hash == fetched.proof_hash
+
+
+def test_native_predict_sync(stubs, mlp_package):
+    _, attestation = stubs
+    rows = rows_of(np.random.default_rng(4), (1, 16))
+    response = attestation.Predict(pb.PredictRequest(
+        model=MLP, attest=pb.ATTEST_MODE_SYNC, inputs=[pb.Tensor(name="features", shape=[1, 16], values=rows.ravel().tolist())]))
+    assert response.model_id == mlp_package.model_id and response.proof_id
+    assert response.proof.status == pb.PROOF_STATUS_DONE and response.proof.proven_outputs_match
+    np.testing.assert_allclose(np.asarray(response.outputs[0].values), ort_run(mlp_package.onnx_path, "features", rows).ravel(), rtol=1e-6)
+
+
+def test_32_clients_x_10_requests(serving_app, mlp_package, tmp_path):
+    clients, per_client = 32, 10
+    reference_rows = rows_of(np.random.default_rng(5), (clients * per_client, 16))
+    expected = ort_run(mlp_package.onnx_path, "features", reference_rows)
+    proofs: dict[int, bytes] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        stub = serving_app.inference()
+        for step in range(per_client):
+            n = index * per_client + step
+            attest = "sync" if step == index % per_client else "none"  # one proof per client
+            response = stub.ModelInfer(infer_request(MLP, "features", reference_rows[n:n + 1], attest=attest), timeout=240)
+            if not np.allclose(output_array(response, "scores"), expected[n:n + 1], rtol=1e-6):
+                with lock:
+                    failures.append(f"request {n}: wrong outputs")
+            if attest == "sync":
+                if not response.parameters["proven_outputs_match"].bool_param:
+                    failures.append(f"request {n}: proven outputs disagree")
+                proofs[n] = proof_bytes(response)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    assert not failures, failures[:5]
+    assert len(proofs) == clients
+    assert all(verify_in_subprocess(mlp_package.root, list(proofs.values()), tmp_path))
+
+
+BAD_CASES = {
+    "unknown model": (lambda: infer_request("no-such-model", "features", np.zeros((1, 16), np.float32)),
+                      grpc.StatusCode.NOT_FOUND, "no-such-model"),
+    "wrong shape": (lambda: infer_request(MLP, "features", np.zeros((1, 15), np.float32)),
+                    grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    "wrong dtype": (lambda: infer_request(MLP, "features", np.zeros((1, 16), np.float64), datatype="FP64"),
+                    grpc.StatusCode.INVALID_ARGUMENT, "datatype"),
+    "wrong input name": (lambda: infer_request(MLP, "image", np.zeros((1, 16), np.float32)),
+                         grpc.StatusCode.INVALID_ARGUMENT, "no input named"),
+    "raw bytes short": (lambda: _short_raw(), grpc.StatusCode.INVALID_ARGUMENT, "bytes"),
+    "NaN": (lambda: infer_request(MLP, "features", np.full((1, 16), np.nan, np.float32)),
+            grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    "inf": (lambda: infer_request(MLP, "features", np.full((1, 16), np.inf, np.float32)),
+            grpc.StatusCode.INVALID_ARGUMENT, "infinite"),
+    "too many inputs": (lambda: _two_inputs(), grpc.StatusCode.INVALID_ARGUMENT, "takes 1 input"),
+    "over size limit": (lambda: infer_request(MLP, "features", np.zeros((80_000, 16), np.float32)),
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "max_request_bytes"),
+    "attest not a mode": (lambda: infer_request(MLP, "features", np.zeros((1, 16), np.float32), attest="maybe"),
+                          grpc.StatusCode.INVALID_ARGUMENT, "attest"),
+    "attest not a string": (lambda: _attest_int(), grpc.StatusCode.INVALID_ARGUMENT, "attest"),
+    "attested rows over the circuit batch": (
+        lambda: infer_request(MLP, "features", np.zeros((4, 16), np.float32), attest="sync"),
+        grpc.StatusCode.INVALID_ARGUMENT, "at most"),
+}
+
+
+def _short_raw():
+    request = infer_request(MLP, "features", np.zeros((1, 16), np.float32))
+    request.raw_input_contents[0] = b"\0" * 10
+    return request
+
+
+def _two_inputs():
+    request = infer_request(MLP, "features", np.zeros((1, 16), np.float32))
+    request.inputs.add(name="extra", datatype="FP32", shape=[1, 16])
+    request.raw_input_contents.append(np.zeros((1, 16), np.float32).tobytes())
+    return request
+
+
+def _attest_int():
+    request = infer_request(MLP, "features", np.zeros((1, 16), np.float32))
+    request.parameters["attest"].int64_param = 2
+    return request
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(stubs, case):
+    inference, _ = stubs
+    make, code, words = BAD_CASES[case]
+    with pytest.raises(grpc.RpcError) as raised:
+        inference.ModelInfer(make(), timeout=60)
+    assert raised.value.code() == code, raised.value.details()
+    assert words in raised.value.details()
+    assert "Traceback" not in raised.value.details()
+    ok = inference.ModelInfer(infer_request(MLP, "features", np.zeros((1, 16), np.float32), attest="none"))
+    assert output_array(ok, "scores").shape == (1, 2)
+
+
+def test_unknown_proof_id_is_not_found(stubs):
+    _, attestation = stubs
+    for call in (attestation.GetProof, lambda r: list(attestation.WatchProof(r))):
+        with pytest.raises(grpc.RpcError) as raised:
+            call(pb.GetProofRequest(proof_id="nope") if call is attestation.GetProof else pb.WatchProofRequest(proof_id="nope"))
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_metadata_list_models_health_and_reflection(serving_app, stubs, mlp_package):
+    inference, attestation = stubs
+    assert inference.ServerLive(oip.ServerLiveRequest()).live
+    assert inference.ModelReady(oip.ModelReadyRequest(name=MLP)).ready
+    assert not inference.ModelReady(oip.ModelReadyRequest(name="nope")).ready
+    metadata = inference.ModelMetadata(oip.ModelMetadataRequest(name=MLP))
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("features", "FP32", [-1, 16])]
+
+    models = {m.name: m for m in attestation.ListModels(pb.ListModelsRequest()).models}
+    assert set(models) == {MLP, CNN}
+    assert models[MLP].model_id == mlp_package.model_id
+    assert models[MLP].providers == ["CPUExecutionProvider"]  # no GPU on the test machine
+    assert models[MLP].proofs_done >= 1
+
+    channel = serving_app.channel()
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "zkserve.v1.Attestation", "grpc.health.v1.Health"} <= names
+
+
+def test_done_proofs_survive_a_proof_store_restart(serving_app, stubs):
+    import ray
+
+    inference, attestation = stubs
+    response = inference.ModelInfer(infer_request(MLP, "features", rows_of(np.random.default_rng(6), (1, 16)), attest="sync"))
+    proof_id = response.parameters["proof_id"].string_param
+    store_actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#ProofStore#" in a["name"]]
+    assert len(store_actors) == 1
+    ray.kill(ray.get_actor(store_actors[0]["name"], namespace=store_actors[0]["namespace"]), no_restart=True)
+
+    deadline = time.monotonic() + 120
+    while True:  # Serve replaces the replica; the new one reloads the records from disk
+        try:
+            record = attestation.GetProof(pb.GetProofRequest(proof_id=proof_id), timeout=10)
+            break
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    assert record.status == pb.PROOF_STATUS_DONE
+    assert record.proof == proof_bytes(response)
