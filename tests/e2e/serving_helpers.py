@@ -29,27 +29,6 @@ def infer_request(model: str, name: str, rows: np.ndarray, attest: str | None = 
     return request
 
 
-def output_array(response: oip.ModelInferResponse, name: str) -> np.ndarray:
-    for index, tensor in enumerate(response.outputs):
-        if tensor.name == name:
-            if response.raw_output_contents:
-                return np.frombuffer(response.raw_output_contents[index], dtype=np.float32).reshape(tensor.shape)
-            return np.asarray(tensor.contents.fp32_contents, dtype=np.float32).reshape(tensor.shape)
-    raise KeyError(name)
-
-
-def proof_bytes(response: oip.ModelInferResponse) -> bytes:
-    """The single element of the BYTES tensor zk_proof (raw: 4-byte length prefix)."""
-    for index, tensor in enumerate(response.outputs):
-        if tensor.name == "zk_proof":
-            if response.raw_output_contents:
-                raw = response.raw_output_contents[index]
-                length = int.from_bytes(raw[:4], "little")
-                return raw[4:4 + length]
-            return tensor.contents.bytes_contents[0]
-    raise KeyError("zk_proof")
-
-
 def ort_run(onnx_path: str | Path, name: str, rows: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     return session.run(None, {name: rows})[0]

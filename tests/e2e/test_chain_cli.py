@@ -9,7 +9,8 @@ import pytest
 
 from serve.chain.keys import ANVIL_DEV_KEY
 from tests.conftest import run_cli
-from tests.e2e.conftest import free_port, tamper_output
+from serve.ports import free_port
+from tests.e2e.conftest import tamper_output
 
 pytestmark = pytest.mark.e2e
 

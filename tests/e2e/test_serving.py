@@ -20,7 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from circuits import Proof
 from inference import grpc_service_pb2 as oip
-from tests.e2e.serving_helpers import infer_request, ort_run, output_array, proof_bytes, verify_in_subprocess
+from serve.client import output_array, proof_bytes
+from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
 from zkserve.v1 import attestation_pb2 as pb
 
 pytestmark = pytest.mark.e2e
