@@ -103,14 +103,19 @@ def register_command(
 
 
 def verify_command(
-    proof_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="proof JSON (circuits.Proof)"),
-    model: str = typer.Option(..., "--model", help="model id, package name or package directory"),
+    proof_file: Path = typer.Argument(..., exists=True, help="proof JSON (circuits.Proof), or a `zkserve score` job directory"),
+    model: Optional[str] = typer.Option(None, "--model", help="model id, package name or package directory"),
     onchain: bool = typer.Option(False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"),
     config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
-    """Verify a proof off chain with the verification key, and optionally with the on-chain verifier."""
+    """Verify a proof off chain with the verification key, and optionally with the on-chain verifier;
+    or check a finished scoring job: every proof verifies and every row's outputs match its proof."""
     from serve.verifier.models import check_proof
 
+    if proof_file.is_dir():
+        _verify_job(proof_file)
+    if model is None:
+        _fail("--model is required to verify a proof file")
     zk = _config(config)
     try:
         package = _package(model, zk["state_dir"])
@@ -136,6 +141,14 @@ def verify_command(
         finally:
             connection.close()
     raise typer.Exit(0 if valid else 1)
+
+
+def _verify_job(directory: Path) -> None:
+    from serve.scoring import verify_job
+
+    report = verify_job(directory)
+    console.print(report.describe())
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def attestation_command(

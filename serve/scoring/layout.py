@@ -1,0 +1,53 @@
+"""Where a scoring job keeps its files inside the output directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "job.json"  # the arguments and input hash a re-run must match
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"  # written once the job has finished
+
+    @property
+    def chunks(self) -> Path:
+        return self.root / "chunks"  # per-chunk results, each committed by one rename
+
+    @property
+    def proofs(self) -> Path:
+        return self.root / "proofs"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def errors(self) -> Path:
+        return self.root / "errors.csv"
+
+    def proof_path(self, proof_id: str) -> Path:
+        return self.proofs / f"{proof_id}.json"
+
+    def create(self) -> None:
+        for folder in (self.root, self.chunks, self.proofs):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a torn write (kill -9 safe)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,167 @@
+"""One scoring job: read rows, plan proof batches, run the Ray Data pipeline on the batches
+not yet committed, merge, optionally submit. Re-running the same job resumes it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from rich.console import Console
+
+from serve.scoring import cluster
+from serve.scoring.chunks import ChunkWriter, committed_batches
+from serve.scoring.inputs import InputRows, read_rows
+from serve.scoring.layout import JobLayout, write_atomically
+from circuits.hashing import sha256_file
+from serve.scoring.manifest import JobManifest, JobMismatch, open_job
+from serve.scoring.merge import merge_job
+from serve.scoring.model import resolve_package, row_shape
+from serve.scoring.payload import pack
+from serve.scoring.progress import scoring_progress
+
+MAX_BLOCKS = 4096  # Ray Data blocks: one proof batch each up to this many, so provers share work evenly
+
+
+@dataclass
+class ScoreOptions:
+    model: str
+    input: Path
+    output: Path
+    attest: bool = True
+    proof_batch: int | None = None
+    submit: bool = False
+    verifier: str = "127.0.0.1:9100"
+    submit_timeout_s: float = 120.0
+    provers: int | None = None
+    prover_threads: int | None = None
+    chunk_rows: int = 256
+    flush_s: float = 5.0
+    progress: bool = True
+
+
+@dataclass
+class ScoreSummary:
+    directory: str
+    model_id: str
+    rows_total: int
+    rows_scored: int
+    rows_failed: int
+    proofs: int
+    resumed: bool
+    rows_this_run: int
+    seconds_this_run: float
+    rows_per_s: float
+    proofs_per_s: float
+    steady_rows_per_s: float  # after start-up: first result to last
+    provers: int = 0
+    prover_threads: int = 0
+    attestation: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    batch_id: int
+    row_ids: np.ndarray
+    values: np.ndarray
+
+
+def plan_batches(rows: InputRows, proof_batch: int) -> list[PlannedBatch]:
+    """Good rows in file order, `proof_batch` per proof: the same plan on every run."""
+    return [PlannedBatch(number, rows.row_ids[start:start + proof_batch], rows.values[start:start + proof_batch])
+            for number, start in enumerate(range(0, len(rows.row_ids), proof_batch))]
+
+
+def job_id_of(manifest: JobManifest) -> str:
+    return hashlib.sha256(json.dumps(manifest.compared(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def job_lock(layout: JobLayout) -> Iterator[None]:
+    """One run per job directory; the kernel drops the lock when a run dies, even by kill -9."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.root / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobMismatch(f"{layout.root} is being scored by another running process") from None
+        yield
+
+
+def score(options: ScoreOptions, console: Console | None = None) -> ScoreSummary:
+    console = console or Console(stderr=True)
+    package = resolve_package(options.model, options.proof_batch)
+    layout = JobLayout(Path(options.output).resolve())
+    input_path = Path(options.input).resolve()
+    rows = read_rows(input_path, row_shape(package))
+    manifest = JobManifest(options.model, package.model_id, str(input_path), sha256_file(input_path),
+                           package.batch_size, options.attest)
+    with job_lock(layout):
+        resumed = open_job(layout, manifest)
+        plan = plan_batches(rows, package.batch_size)
+        done = committed_batches(layout)
+        pending = [batch for batch in plan if batch.batch_id not in done]
+        rows_done = sum(len(batch.row_ids) for batch in plan if batch.batch_id in done)
+        if resumed:
+            console.print(f"resuming {layout.root}: {len(done)} of {len(plan)} proof batches already committed")
+        writer = ChunkWriter(layout, [entry["name"] for entry in package.outputs], options.chunk_rows, options.flush_s)
+        with scoring_progress(len(rows.row_ids), rows_done, options.progress, console) as progress:
+            pool = _run_pipeline(package, job_id_of(manifest), pending, options, writer, progress) if pending else None
+        scored, errors = merge_job(layout, rows.errors)
+        summary = ScoreSummary(
+            directory=str(layout.root), model_id=package.model_id, rows_total=rows.total, rows_scored=scored.num_rows,
+            rows_failed=len({error.row_id for error in errors}),
+            proofs=len(set(scored.column("proof_id").to_pylist()) - {None}) if scored.num_rows else 0,
+            resumed=resumed, rows_this_run=progress.rows, seconds_this_run=round(progress.elapsed_s, 3),
+            rows_per_s=round(progress.rows / max(progress.elapsed_s, 1e-9), 3),
+            proofs_per_s=round(progress.proofs / max(progress.elapsed_s, 1e-9), 3),
+            steady_rows_per_s=round(progress.steady_rows_per_s, 3),
+            provers=pool.provers if pool else 0, prover_threads=pool.threads if pool else 0)
+        if options.submit and options.attest and scored.num_rows:
+            from serve.scoring.attestation import submit_job
+
+            attested = submit_job(layout, scored, package.model_id, options.verifier, options.submit_timeout_s)
+            statuses = attested.column("attestation").to_pylist()
+            summary.attestation = {status: statuses.count(status) for status in sorted(set(statuses), key=str)}
+        write_atomically(layout.summary, json.dumps(asdict(summary), indent=2).encode())
+        return summary
+
+
+def _run_pipeline(package, job_id: str, pending: list[PlannedBatch], options: ScoreOptions, writer: ChunkWriter,
+                  progress) -> cluster.ProverPool:
+    import ray
+
+    from serve.scoring.shipping import PackageSource
+    from serve.scoring.stages import InferenceStage, ProvingStage
+
+    cluster.connect()
+    pool = cluster.size_pool(options.provers, options.prover_threads, len(pending))
+    source = PackageSource.publish(package)
+    records = [{"batch_id": batch.batch_id, "payload": pack(row_ids=batch.row_ids, inputs=batch.values)}
+               for batch in pending]
+    dataset = ray.data.from_items(records, override_num_blocks=min(len(records), MAX_BLOCKS))
+    # Inference is cheap next to proving: one actor, no reserved CPU, one ORT thread (a GPU share if any).
+    gpu_share = 0.25 if ray.cluster_resources().get("GPU") else None
+    dataset = dataset.map_batches(InferenceStage, fn_constructor_args=(source,), batch_size=1, batch_format="numpy",
+                                  compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0, num_gpus=gpu_share)
+    dataset = dataset.map_batches(
+        ProvingStage, fn_constructor_args=(source, job_id, options.attest), batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=pool.provers, max_tasks_in_flight_per_actor=2),
+        num_cpus=pool.threads, runtime_env=pool.runtime_env)
+    try:
+        for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for raw in block["result"]:
+                result = json.loads(raw)
+                writer.add(result)
+                progress.advance(sum(len(p["rows"]) for p in result["proofs"]) + len(result["errors"]),
+                                 sum(1 for p in result["proofs"] if p.get("proof")))
+            if writer.due():
+                writer.flush()
+    finally:  # Ctrl-C or a failed stage: keep the batches that did finish
+        writer.flush()
+    return pool
