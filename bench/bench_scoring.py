@@ -1,6 +1,6 @@
 """Batch scoring with proofs: `zkserve score` against the naive loop a user would write.
 
-    .venv/bin/python -m bench.bench_scoring [--rows 96] [--proof-batch 8] [--naive-budget-s 90]
+    .venv/bin/python -m bench.bench_scoring [--rows 512] [--proof-batch 32] [--naive-budget-s 90]
 
 naive: one process, for each row write input.json, `ezkl.gen_witness`, `ezkl.prove` with an
 untuned package (EZKL's default decomposition, 16384 x 2 legs, one row per proof).
@@ -79,8 +79,8 @@ def zkserve(rows: np.ndarray, proof_batch: int, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=96)
-    parser.add_argument("--proof-batch", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--proof-batch", type=int, default=32)
     parser.add_argument("--naive-budget-s", type=float, default=90.0)
     args = parser.parse_args()
     rows = bench_rows(args.rows)

@@ -12,16 +12,12 @@ usage: .venv/bin/python bench/bench_serving.py [--seconds 4]
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
-import platform
 import sys
 import tempfile
 import threading
 import time
 from concurrent import futures
-from importlib import metadata
 from pathlib import Path
 
 import grpc
@@ -30,6 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import save  # noqa: E402
 from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
 from serve.ports import free_port  # noqa: E402
@@ -134,21 +131,10 @@ def wait_ready(address: str, timeout_s: float = 300) -> None:
 
 
 
-def versions() -> dict:
-    names = ("ray", "onnxruntime-gpu", "ezkl", "grpcio", "protobuf", "numpy")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found | {"python": platform.python_version()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measuring window per point")
-    parser.add_argument("--proof-seconds", type=float, default=8.0)
+    parser.add_argument("--proof-seconds", type=float, default=15.0)
     args = parser.parse_args()
 
     import ray
@@ -159,9 +145,7 @@ def main() -> None:
     from serve.config import load_config
 
     package = ensure_demo_packages([MODEL])[MODEL]
-    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                 "processor": platform.processor() or platform.machine()},
-                     "versions": versions(), "model": MODEL, "seconds_per_point": args.seconds,
+    results: dict = {"model": MODEL, "seconds_per_point": args.seconds, "proof_seconds_per_point": args.proof_seconds,
                      "predictions_per_s": {}, "proofs_per_s": {}}
 
     plain_port = free_port()
@@ -195,10 +179,9 @@ def main() -> None:
         ray.shutdown()
         if plain.is_alive():
             plain.terminate()
-    out = REPO / "bench" / "results" / "serving.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    results["speedup"] = {kind: {clients: point["speedup"] for clients, point in results[kind].items()}
+                          for kind in ("predictions_per_s", "proofs_per_s")}
+    save("serving", results)
 
 
 if __name__ == "__main__":

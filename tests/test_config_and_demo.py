@@ -35,7 +35,7 @@ def test_demo_prints_one_attested_prediction(demo_packages, tmp_path):
     """The whole stack: Ray Serve app, gRPC ModelInfer(attest=sync), the prover's submission to
     the verifier service, anchoring on a real anvil, and the Merkle path checked on chain."""
     ports = {f"ZKSERVE_{key}": str(free_port()) for key in
-             ("INGRESS_PORT", "INGRESS_HTTP_PORT", "VERIFIER_PORT", "CHAIN_ANVIL_PORT")}
+             ("INGRESS_PORT", "INGRESS_HTTP_PORT", "VERIFIER_PORT", "VERIFIER_METRICS_PORT", "CHAIN_ANVIL_PORT")}
     done = run_cli("demo", env={**ports, "ZKSERVE_HOME": str(tmp_path / "home"),
                                 "ZKSERVE_VERIFIER_ANCHOR_MAX_AGE_S": "0.5"})
     out = done.stdout + done.stderr

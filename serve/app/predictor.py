@@ -15,7 +15,7 @@ from serve.app.runtime import create_session
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class Predictor:
-    def __init__(self, spec: ModelSpec, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005,
+    def __init__(self, spec: ModelSpec, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.0,
                  ort_threads: int | None = None):
         self.spec = spec
         self.session = create_session(spec.onnx_path, use_gpu=bool(ray.get_gpu_ids()), threads=ort_threads)
@@ -30,7 +30,7 @@ class Predictor:
         """Outputs by name for one request's rows; concurrent requests share one ORT run."""
         return await self._run_batch(inputs)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _run_batch(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         rows = [len(next(iter(r.values()))) for r in requests]
         feed = {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}

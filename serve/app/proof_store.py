@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,12 +17,8 @@ from ray import serve
 
 from serve.app import metrics
 from serve.app.jobs import DONE, FAILED, FINISHED, PROVING, QUEUED
+from serve.files import write_atomically
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class ProofFiles:
@@ -35,7 +30,7 @@ class ProofFiles:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def save_record(self, record: dict) -> None:
-        _write_atomic(self.root / "records" / f"{record['proof_id']}.json", json.dumps(record).encode())
+        write_atomically(self.root / "records" / f"{record['proof_id']}.json", json.dumps(record).encode())
 
     def load_records(self) -> list[dict]:
         records = []
@@ -49,13 +44,13 @@ class ProofFiles:
     def save_proof(self, proof_hash: str, proof_json: bytes) -> None:
         path = self.root / "proofs" / f"{proof_hash}.json"
         if not path.exists():  # a shared proof is stored once for all its requests
-            _write_atomic(path, proof_json)
+            write_atomically(path, proof_json)
 
     def load_proof(self, proof_hash: str) -> bytes:
         return (self.root / "proofs" / f"{proof_hash}.json").read_bytes()
 
     def save_job(self, proof_id: str, job: bytes) -> None:
-        _write_atomic(self.root / "jobs" / f"{proof_id}.npz", job)
+        write_atomically(self.root / "jobs" / f"{proof_id}.npz", job)
 
     def load_job(self, proof_id: str) -> bytes | None:
         path = self.root / "jobs" / f"{proof_id}.npz"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
+
+from serve.files import write_atomically
 
 _lock = threading.Lock()
 
@@ -19,12 +19,8 @@ class Deployments:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def _write(self, data: dict) -> None:
-        # write-then-rename, so a crash never leaves half a file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".deployments-")
-        with os.fdopen(fd, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(data, indent=2, sort_keys=True).encode())
 
     def get(self, chain_id: int) -> dict:
         return self._read().get(str(chain_id), {})

@@ -56,7 +56,8 @@ def up_command(config: Optional[Path] = typer.Option(None, exists=True, dir_okay
                       "(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health)")
         if verifier is not None:
             chain = zk["chain"]["rpc_url"] or f"anvil at {zk['chain']['anvil_host']}:{zk['chain']['anvil_port']}"
-            console.print(f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain})")
+            console.print(f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain}; "
+                          f"metrics :{zk['verifier']['metrics_port']}/metrics)")
         console.print(f"state         {document['zkserve']['state_dir']}")
         console.print("Ctrl-C stops")
         stop = threading.Event()

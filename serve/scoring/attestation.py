@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from circuits import Proof
 from serve.scoring.chunks import table_bytes
-from serve.scoring.layout import JobLayout, write_atomically
+from serve.files import write_atomically
+from serve.scoring.layout import JobLayout
 
 
 class SubmitError(RuntimeError):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serve.scoring.layout import JobLayout, write_atomically
+from serve.files import write_atomically
+from serve.scoring.layout import JobLayout
 
 CHUNK_GLOB = "chunk-*.parquet"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +42,3 @@ class JobLayout:
             folder.mkdir(parents=True, exist_ok=True)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a torn write (kill -9 safe)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

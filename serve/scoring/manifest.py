@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from serve.scoring.layout import JobLayout, write_atomically
+from serve.files import write_atomically
+from serve.scoring.layout import JobLayout
 
 
 class JobMismatch(RuntimeError):

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 
 from serve.scoring.chunks import committed_chunks, table_bytes
 from serve.scoring.inputs import RowError
-from serve.scoring.layout import JobLayout, write_atomically
+from serve.files import write_atomically
+from serve.scoring.layout import JobLayout
 
 RESULT_DROP = ("status", "stage", "reason")
 

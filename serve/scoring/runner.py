@@ -17,7 +17,8 @@ from rich.console import Console
 from serve.scoring import cluster
 from serve.scoring.chunks import ChunkWriter, committed_batches
 from serve.scoring.inputs import InputRows, read_rows
-from serve.scoring.layout import JobLayout, write_atomically
+from serve.files import write_atomically
+from serve.scoring.layout import JobLayout
 from circuits.hashing import sha256_file
 from serve.scoring.manifest import JobManifest, JobMismatch, open_job
 from serve.scoring.merge import merge_job

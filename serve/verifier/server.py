@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serve.chain.connect import ChainConnection, connect
 from serve.chain.registry import Registry
+from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import ModelCatalog
 from serve.verifier.outbox import Outbox
 from serve.verifier.sender import ChainSender
@@ -43,7 +44,9 @@ class VerifierServer:
         self.sender = ChainSender(self.outbox, chain, self.registry, self.settings)
         self.health = health.HealthServicer()
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="verifier-rpc"))
-        verifier_pb2_grpc.add_VerifierServicer_to_server(VerifierService(self.catalog, self.outbox, self.registry), self.grpc)
+        self.metrics = VerifierMetrics(self.outbox)
+        verifier_pb2_grpc.add_VerifierServicer_to_server(
+            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         address = f"{self.settings['host']}:{self.settings['port']}"
@@ -58,10 +61,13 @@ class VerifierServer:
         except Exception as error:  # noqa: BLE001 - the chain may be down; the sender retries
             log.warning("registry not resolved at start (%s); will retry", type(error).__name__)
         self.grpc.start()
+        if self.settings.get("metrics_port"):
+            self.metrics.serve(self.settings["host"], int(self.settings["metrics_port"]))
         self.sender.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("verifier listening on %s (outbox %s)", self.address, self.outbox.path)
+        log.info("verifier listening on %s (outbox %s, metrics port %s)", self.address, self.outbox.path,
+                 self.settings.get("metrics_port"))
         return self
 
     def stop(self, grace_s: float = 2.0) -> None:

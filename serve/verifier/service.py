@@ -19,6 +19,7 @@ from circuits import Proof
 from serve.chain.client import ChainError, ChainUnavailable
 from serve.chain.registry import Registry
 from serve.merkle import instances_hash, leaf_of
+from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
 from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
 from zkserve.v1 import verifier_pb2 as pb
@@ -49,13 +50,20 @@ def _fail(context: grpc.ServicerContext, error: Exception, method: str):
     context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the verifier; the operator can find it in the service log")
 
 
+def _code(error: Exception) -> str:
+    return error.code.name if isinstance(error, RpcFailure) else "INTERNAL"
+
+
 def unary(method):
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
         except Exception as error:  # noqa: BLE001 - mapped to a clean status
+            self.count(method.__name__, _code(error))
             _fail(context, error, method.__name__)
+        self.count(method.__name__, "OK")
+        return response
     return wrapper
 
 
@@ -65,7 +73,9 @@ def streaming(method):
         try:
             yield from method(self, request, context)
         except Exception as error:  # noqa: BLE001
+            self.count(method.__name__, _code(error))
             _fail(context, error, method.__name__)
+        self.count(method.__name__, "OK")
     return wrapper
 
 
@@ -109,11 +119,17 @@ class RegistryHandle:
 
 
 class VerifierService(verifier_pb2_grpc.VerifierServicer):
-    def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0):
+    def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0,
+                 metrics: VerifierMetrics | None = None):
         self.catalog = catalog
         self.outbox = outbox
         self.registry = registry
         self.watch_poll_s = watch_poll_s
+        self.metrics = metrics
+
+    def count(self, method: str, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rpcs.labels(method, code).inc()
 
     # ---- helpers ----
 

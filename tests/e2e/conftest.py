@@ -73,6 +73,7 @@ class VerifierProcess:
     packages: list[Path]
     env_overrides: dict = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     logs: list[Path] = field(default_factory=list)
 
@@ -87,6 +88,7 @@ class VerifierProcess:
             "ZKSERVE_CHAIN_RPC_URL": self.rpc_url,
             "ZKSERVE_CHAIN_PRIVATE_KEY": ANVIL_DEV_KEY,
             "ZKSERVE_VERIFIER_PORT": str(self.port),
+            "ZKSERVE_VERIFIER_METRICS_PORT": str(self.metrics_port),
             "ZKSERVE_VERIFIER_ANCHOR_BATCH_SIZE": "4",
             "ZKSERVE_VERIFIER_ANCHOR_MAX_AGE_S": "0.5",
             "ZKSERVE_VERIFIER_RETRY_BASE_S": "0.1",

@@ -64,6 +64,16 @@ def wait_until_ready(address: str, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 _running: ServingApp | None = None
+SHARED_BATCH_MODEL = "mlp-shared4"
+
+
+def shared_batch_package():
+    """The demo MLP compiled to prove 4 rows per proof, served as `mlp-shared4`."""
+    from circuits import CompileOptions, compile_model
+    from circuits.demo import demo_files
+
+    model, calibration = demo_files("demo-mlp")
+    return compile_model(model, SHARED_BATCH_MODEL, CompileOptions(batch=4), calibration=calibration)
 
 
 def _shutdown() -> None:
@@ -88,9 +98,11 @@ def serving_app(request, tmp_path_factory, demo_packages) -> ServingApp:
     if _running is None:
         state_dir = tmp_path_factory.mktemp("serving-state")
         grpc_port, http_port = free_port(), free_port()
-        # the serving app alone: proof submission to the verifier is covered by the demo test
+        # the serving app alone: proof submission to the verifier is covered by the demo test.
+        # A third model compiled at batch 4 has its concurrent requests share one proof.
         document = serving_config(state_dir, grpc_port, http_port, default_attest="none", prover_replicas=1,
-                                  submit_proofs=False)
+                                  submit_proofs=False, proof_batching="shared", proof_batch_wait_timeout_s=2.0,
+                                  models=["demo-mlp", "demo-cnn", str(shared_batch_package().root)])
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         request.config.add_cleanup(_shutdown)
         start(document)

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from circuits import Proof
 from inference import grpc_service_pb2 as oip
 from serve.client import output_array, proof_bytes
+from tests.e2e.serving_fixtures import SHARED_BATCH_MODEL, shared_batch_package
 from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
 from zkserve.v1 import attestation_pb2 as pb
 
@@ -96,6 +97,33 @@ def test_native_predict_sync(stubs, mlp_package):
     assert response.model_id == mlp_package.model_id and response.proof_id
     assert response.proof.status == pb.PROOF_STATUS_DONE and response.proof.proven_outputs_match
     np.testing.assert_allclose(np.asarray(response.outputs[0].values), ort_run(mlp_package.onnx_path, "features", rows).ravel(), rtol=1e-6)
+
+
+def test_shared_proof_batching_groups_concurrent_requests_into_one_proof(stubs):
+    """`proof_batching: shared` on a batch-4 circuit: four clients, one proof, each response
+    knowing its row; a partial batch would be padded (covered by tests/test_circuits.py)."""
+    from circuits import decode_outputs, verify_proof
+
+    package = shared_batch_package()
+    _, attestation = stubs
+    rows = rows_of(np.random.default_rng(7), (4, 16))
+
+    def predict(row: np.ndarray) -> pb.PredictResponse:
+        return attestation.Predict(pb.PredictRequest(model=SHARED_BATCH_MODEL, attest=pb.ATTEST_MODE_SYNC, inputs=[
+            pb.Tensor(name="features", shape=[1, 16], values=row.ravel().tolist())]), timeout=300)
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(predict, rows))
+    assert len({r.proof.proof_hash for r in responses}) == 1, "the four requests should share one proof"
+    assert sorted(r.proof.row_offset for r in responses) == [0, 1, 2, 3]
+    proof = Proof.from_json(responses[0].proof.proof)
+    assert verify_proof(package, proof)
+    proven = decode_outputs(package, proof)[0]
+    for row, response in zip(rows, responses):
+        assert response.proof.proven_outputs_match
+        expected = ort_run(package.onnx_path, "features", row[None, :])
+        assert np.max(np.abs(proven[response.proof.row_offset] - expected)) <= package.tolerance
+        np.testing.assert_allclose(np.asarray(response.outputs[0].values), expected.ravel(), rtol=1e-6)
 
 
 def test_32_clients_x_10_requests(serving_app, mlp_package, tmp_path):
@@ -202,7 +230,8 @@ def test_metadata_list_models_health_and_reflection(serving_app, stubs, mlp_pack
     assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("features", "FP32", [-1, 16])]
 
     models = {m.name: m for m in attestation.ListModels(pb.ListModelsRequest()).models}
-    assert set(models) == {MLP, CNN}
+    assert set(models) == {MLP, CNN, SHARED_BATCH_MODEL}
+    assert models[SHARED_BATCH_MODEL].circuit_batch_size == 4
     assert models[MLP].model_id == mlp_package.model_id
     assert models[MLP].providers == ["CPUExecutionProvider"]  # no GPU on the test machine
     assert models[MLP].proofs_done >= 1

@@ -124,6 +124,20 @@ def test_onchain_mode_end_to_end_with_watch(stack, mlp_package, cnn_package, mlp
     assert status_name(client.wait_final(cnn_proof.proof_hash, 60)) == "attested"
 
 
+def test_metrics_count_proofs_by_status_and_rpcs_by_code(stack, mlp_package, mlp_proofs):
+    import urllib.request
+
+    _, service, client = stack
+    client.submit(mlp_package.model_id, mlp_proofs[0])
+    with pytest.raises(grpc.RpcError):
+        client.verify("0x" + "00" * 32, mlp_proofs[0])
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'zkserve_verifier_rpcs_total{code="OK",method="Submit"}' in text
+    assert 'zkserve_verifier_rpcs_total{code="NOT_FOUND",method="Verify"}' in text
+    assert "zkserve_verifier_proofs{status=" in text
+
+
 def test_health_reflection_and_no_key_in_logs(stack):
     _, service, client = stack
     channel = grpc.insecure_channel(service.target)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the verifier service, on their own HTTP port.
+
+Proof counts are read from the outbox at scrape time, so they are right across restarts;
+RPC outcomes are counted as they happen.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from serve.verifier.outbox import Outbox
+
+
+class OutboxCollector:
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+
+    def collect(self):
+        family = GaugeMetricFamily("zkserve_verifier_proofs", "proofs in the outbox by status", labels=["status"])
+        for status, count in sorted(self.outbox.counts().items()):
+            family.add_metric([status], count)
+        yield family
+
+
+class VerifierMetrics:
+    def __init__(self, outbox: Outbox):
+        self.registry = CollectorRegistry()
+        self.registry.register(OutboxCollector(outbox))
+        self.rpcs = Counter("zkserve_verifier_rpcs", "verifier RPCs by method and status code",
+                            ["method", "code"], registry=self.registry)
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
