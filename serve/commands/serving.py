@@ -94,6 +94,7 @@ def predict_command(
     """Run one prediction over gRPC (Open Inference Protocol) and print outputs and proof fields."""
     from inference import grpc_service_pb2 as oip
     from inference import grpc_service_pb2_grpc as oip_grpc
+    from serve.client import Prediction, infer_request
 
     if attest is not None and attest not in ("none", "async", "sync"):
         raise typer.BadParameter("--attest must be none, async or sync")
@@ -101,30 +102,17 @@ def predict_command(
     try:
         metadata = stub.ModelMetadata(oip.ModelMetadataRequest(name=model), timeout=30)
         inputs = _read_inputs(input, [t.name for t in metadata.inputs])
-        request = oip.ModelInferRequest(model_name=model)
         for spec in metadata.inputs:
-            array = inputs[spec.name]
-            if array.ndim == len(spec.shape) - 1:
-                array = array[None, ...]  # one row without its batch dimension
-            request.inputs.add(name=spec.name, datatype="FP32", shape=list(array.shape))
-            request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
-        if attest:
-            request.parameters["attest"].string_param = attest
-        response = stub.ModelInfer(request, timeout=600)
+            if inputs[spec.name].ndim == len(spec.shape) - 1:
+                inputs[spec.name] = inputs[spec.name][None, ...]  # one row without its batch dimension
+        prediction = Prediction.from_response(stub.ModelInfer(infer_request(model, inputs, attest), timeout=600))
     except grpc.RpcError as error:
         console.print(f"[red]{error.code().name}:[/red] {error.details()}")
         raise typer.Exit(1)
-    result: dict = {"model": response.model_name, "outputs": {}}
-    for index, tensor in enumerate(response.outputs):
-        data = response.raw_output_contents[index]
-        if tensor.datatype == "BYTES":
-            proof = data[4:4 + int.from_bytes(data[:4], "little")]
-            if proof_out:
-                proof_out.write_bytes(proof)
-            continue
-        result["outputs"][tensor.name] = np.frombuffer(data, dtype=np.float32).reshape(tensor.shape).tolist()
-    for key, value in response.parameters.items():
-        result[key] = getattr(value, value.WhichOneof("parameter_choice"))
+    if proof_out and prediction.proof is not None:
+        proof_out.write_bytes(prediction.proof)
+    result = {"model": model, "outputs": {name: array.tolist() for name, array in prediction.outputs.items()},
+              **prediction.parameters}
     print(json.dumps(result, indent=2))
 
 

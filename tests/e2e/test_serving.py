@@ -266,3 +266,30 @@ def test_done_proofs_survive_a_proof_store_restart(serving_app, stubs):
             time.sleep(1)
     assert record.status == pb.PROOF_STATUS_DONE
     assert record.proof == proof_bytes(response)
+
+
+def test_predict_and_status_commands(serving_app, mlp_package, tmp_path):
+    """The CLI client against the running app: an attested prediction, a bad input, the status."""
+    import json
+
+    from tests.conftest import run_cli
+
+    rows = rows_of(np.random.default_rng(11), (1, 16))
+    np.save(tmp_path / "row.npy", rows)
+    proof_file = tmp_path / "proof.json"
+    done = run_cli("predict", MLP, "--input", str(tmp_path / "row.npy"), "--attest", "sync",
+                   "--proof-out", str(proof_file), "--address", serving_app.address)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    np.testing.assert_allclose(result["outputs"]["scores"], ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
+    proof = Proof.load(proof_file)
+    assert result["proof_hash"] == proof.proof_hash and result["proven_outputs_match"] is True
+    assert verify_in_subprocess(mlp_package.root, [proof_file.read_bytes()], tmp_path) == [True]
+
+    np.save(tmp_path / "bad.npy", rows_of(np.random.default_rng(12), (1, 15)))
+    bad = run_cli("predict", MLP, "--input", str(tmp_path / "bad.npy"), "--address", serving_app.address)
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "Traceback" not in bad.stderr
+
+    status = run_cli("status", "--address", serving_app.address)
+    assert status.returncode == 0, status.stderr
+    assert MLP in status.stdout and "CPUExecutionProvider" in status.stdout and "proofs     queued" in status.stdout
