@@ -11,9 +11,7 @@ plain server's ModelInfer latency over the service's (below 1: the service is sl
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_serving import MODEL, request_for, serve_plain, wait_ready  # noqa: E402
+from bench.bench_serving import MODEL, request_for, service_and_plain_server  # noqa: E402
 from bench.common import save  # noqa: E402
 from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
-from serve.ports import free_port  # noqa: E402
 
 
 def mean_ms(call, calls: int) -> float:
@@ -48,34 +45,14 @@ def rpc_latencies(address: str, calls: int, with_live: bool) -> dict:
 
 
 def main() -> None:
-    import ray
-
     from circuits.demo import ensure_demo_packages
-    from serve.app import start
-    from serve.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     package = ensure_demo_packages([MODEL])[MODEL]
-    plain_port = free_port()
-    plain = multiprocessing.get_context("spawn").Process(target=serve_plain, args=(str(package.onnx_path), plain_port),
-                                                         daemon=True)
-    plain.start()
-    document = load_config()
-    document["zkserve"]["state_dir"] = tempfile.mkdtemp(prefix="zkserve-bench-")
-    document["zkserve"]["ingress"].update(port=free_port(), http_port=free_port())
-    document["zkserve"]["serving"].update(models=[MODEL], submit_proofs=False)
-    ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        start(document)
-        service, baseline = f"127.0.0.1:{document['zkserve']['ingress']['port']}", f"127.0.0.1:{plain_port}"
-        wait_ready(service)
-        wait_ready(baseline)
+    with service_and_plain_server(package) as (service, baseline, _):
         ours, theirs = rpc_latencies(service, args.calls, True), rpc_latencies(baseline, args.calls, False)
-    finally:
-        ray.shutdown()
-        plain.terminate()
     ours["predictor_hop_and_ort_ms"] = round(ours["ModelInfer_ms"] - ours["ServerLive_ms"], 3)
     save("latency", {"model": MODEL, "calls": args.calls, "service": ours, "plain_grpc_ort": theirs,
                      "speedup": round(theirs["ModelInfer_ms"] / ours["ModelInfer_ms"], 3)})

@@ -12,6 +12,7 @@ usage: .venv/bin/python bench/bench_serving.py [--seconds 4]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import sys
 import tempfile
@@ -131,25 +132,19 @@ def wait_ready(address: str, timeout_s: float = 300) -> None:
 
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measuring window per point")
-    parser.add_argument("--proof-seconds", type=float, default=15.0)
-    args = parser.parse_args()
-
+@contextlib.contextmanager
+def service_and_plain_server(package):
+    """The zkserve app serving MODEL and the plain baseline server, both ready; yields their
+    addresses and the baseline's process (a caller may stop it early to free its core)."""
     import ray
     from ray import serve
 
-    from circuits.demo import ensure_demo_packages
     from serve.app import start
     from serve.config import load_config
 
-    package = ensure_demo_packages([MODEL])[MODEL]
-    results: dict = {"model": MODEL, "seconds_per_point": args.seconds, "proof_seconds_per_point": args.proof_seconds,
-                     "predictions_per_s": {}, "proofs_per_s": {}}
-
     plain_port = free_port()
-    plain = multiprocessing.get_context("spawn").Process(target=serve_plain, args=(str(package.onnx_path), plain_port), daemon=True)
+    plain = multiprocessing.get_context("spawn").Process(target=serve_plain, args=(str(package.onnx_path), plain_port),
+                                                         daemon=True)
     plain.start()
     document = load_config()
     document["zkserve"]["state_dir"] = tempfile.mkdtemp(prefix="zkserve-bench-")
@@ -159,10 +154,30 @@ def main() -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         start(document)
-        service = f"127.0.0.1:{document['zkserve']['ingress']['port']}"
-        baseline = f"127.0.0.1:{plain_port}"
+        service, baseline = f"127.0.0.1:{document['zkserve']['ingress']['port']}", f"127.0.0.1:{plain_port}"
         wait_ready(service)
         wait_ready(baseline)
+        yield service, baseline, plain
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if plain.is_alive():
+            plain.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measuring window per point")
+    parser.add_argument("--proof-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+
+    from circuits.demo import ensure_demo_packages
+
+    package = ensure_demo_packages([MODEL])[MODEL]
+    results: dict = {"model": MODEL, "seconds_per_point": args.seconds, "proof_seconds_per_point": args.proof_seconds,
+                     "predictions_per_s": {}, "proofs_per_s": {}}
+
+    with service_and_plain_server(package) as (service, baseline, plain):
         for clients in CONCURRENCY:
             ours = closed_loop(service, clients, args.seconds, "none")
             theirs = closed_loop(baseline, clients, args.seconds, "none")
@@ -174,11 +189,6 @@ def main() -> None:
             ours = closed_loop(service, clients, args.proof_seconds, "sync")
             results["proofs_per_s"][str(clients)] = {"service": ours, "prover_loop": loop_rate, "speedup": ours / loop_rate}
             print(f"proofs       clients={clients:>2}  service {ours:8.2f}/s  Prover loop {loop_rate:8.2f}/s  speedup {ours / loop_rate:.2f}")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        if plain.is_alive():
-            plain.terminate()
     results["speedup"] = {kind: {clients: point["speedup"] for clients, point in results[kind].items()}
                           for kind in ("predictions_per_s", "proofs_per_s")}
     save("serving", results)
