@@ -37,20 +37,41 @@ class Elements(HTMLParser):
 
 def report(**overrides) -> AuditReport:
     sections = (
-        Section("Model", (
-            Fact("Model name", HOSTILE, "unproven", "from manifest.json"),
-            Fact("model_id", "0x" + "ab" * 32, "verified", "sha256(vk.key) recomputed"),
-            Fact("SRS", "INSECURE dev SRS", "warning", "generated locally"),
-            Fact("Registry binding", "0x" + "cd" * 32, "unchecked", "chain at http://127.0.0.1:1 unreachable"),
-        )),
-        Section("Proof", (Fact("Proof", "verification failed", "failed", f"ezkl.verify said no; reason {HOSTILE}"),),
-                tables=(Table("scores", ("row", "values"), (("0", "0.25, 0.75"),), "decoded", ("failed",)),)),
-        Section("Plots", plots=(Plot("Outputs", "histogram", "value", "rows",
-                                     (Series(HOSTILE, (0.1, 0.2, 0.3), (1.0, 4.0, 2.0)),), "note"),
-                                Plot("Latency", "line", "proof", "ms", (Series("verify", (0.0, 1.0), (12.0, 15.0)),)))),
+        Section(
+            "Model",
+            (
+                Fact("Model name", HOSTILE, "unproven", "from manifest.json"),
+                Fact("model_id", "0x" + "ab" * 32, "verified", "sha256(vk.key) recomputed"),
+                Fact("SRS", "INSECURE dev SRS", "warning", "generated locally"),
+                Fact("Registry binding", "0x" + "cd" * 32, "unchecked", "chain at http://127.0.0.1:1 unreachable"),
+            ),
+        ),
+        Section(
+            "Proof",
+            (Fact("Proof", "verification failed", "failed", f"ezkl.verify said no; reason {HOSTILE}"),),
+            tables=(Table("scores", ("row", "values"), (("0", "0.25, 0.75"),), "decoded", ("failed",)),),
+        ),
+        Section(
+            "Plots",
+            plots=(
+                Plot(
+                    "Outputs",
+                    "histogram",
+                    "value",
+                    "rows",
+                    (Series(HOSTILE, (0.1, 0.2, 0.3), (1.0, 4.0, 2.0)),),
+                    "note",
+                ),
+                Plot("Latency", "line", "proof", "ms", (Series("verify", (0.0, 1.0), (12.0, 15.0)),)),
+            ),
+        ),
     )
-    return AuditReport(**({"kind": "proof", "subject": "0x" + "12" * 32, "generated_at": "2026-12-01T00:00:00Z",
-                           "sections": sections} | overrides))
+    return AuditReport(
+        **(
+            {"kind": "proof", "subject": "0x" + "12" * 32, "generated_at": "2026-12-01T00:00:00Z", "sections": sections}
+            | overrides
+        )
+    )
 
 
 def test_hostile_strings_are_escaped_everywhere():
@@ -86,8 +107,14 @@ def test_failed_and_unchecked_facts_are_red_and_labelled():
 
 def test_verdict_follows_the_worst_fact():
     assert report().verdict == "failed"
-    clean = report(sections=(Section("Model", (Fact("SRS", "INSECURE dev SRS", "warning", "dev"),
-                                               Fact("model_id", "0x00", "verified", "re-hashed"))),))
+    clean = report(
+        sections=(
+            Section(
+                "Model",
+                (Fact("SRS", "INSECURE dev SRS", "warning", "dev"), Fact("model_id", "0x00", "verified", "re-hashed")),
+            ),
+        )
+    )
     assert clean.verdict == "verified"
     assert "Every check passed (1 warning: read them)" in render_html(clean)
     unchecked = report(sections=(Section("Chain", (Fact("On chain", "?", "unchecked", "down"),)),))

@@ -31,29 +31,56 @@ def short(value: str, keep: int = 18) -> str:
 
 # ---- the model ----
 
+
 def package_facts(package: CircuitPackage | None, where: str, expected_model_id: str | None) -> list[Fact]:
     if package is None:
         label = f"model {expected_model_id}" if expected_model_id else "model"
-        return [Fact("Circuit package", label, UNCHECKED, f"no circuit package found ({where}); nothing below that "
-                                                          f"needs the verification key could be checked")]
+        return [
+            Fact(
+                "Circuit package",
+                label,
+                UNCHECKED,
+                f"no circuit package found ({where}); nothing below that needs the verification key could be checked",
+            )
+        ]
     facts = [Fact("Model name", package.name, UNPROVEN, f"from manifest.json of {package.root}")]
     started = time.perf_counter()
     try:
         package.check_integrity()
-        facts.append(Fact("Package integrity", f"{len(package.manifest.get('files', {}))} files", VERIFIED,
-                          f"every file of {package.root} re-hashed against manifest.json at {now_iso()} "
-                          f"({(time.perf_counter() - started) * 1000:.0f} ms)"))
-        facts.append(Fact("model_id", package.model_id, VERIFIED, "sha256(vk.key) recomputed; equals the manifest's model_id"))
+        facts.append(
+            Fact(
+                "Package integrity",
+                f"{len(package.manifest.get('files', {}))} files",
+                VERIFIED,
+                f"every file of {package.root} re-hashed against manifest.json at {now_iso()} "
+                f"({(time.perf_counter() - started) * 1000:.0f} ms)",
+            )
+        )
+        facts.append(
+            Fact("model_id", package.model_id, VERIFIED, "sha256(vk.key) recomputed; equals the manifest's model_id")
+        )
     except PackageError as error:
         facts.append(Fact("Package integrity", "changed after compile", FAILED, str(error)))
         facts.append(Fact("model_id", package.model_id, FAILED, "the package does not match its manifest"))
     if expected_model_id and expected_model_id.lower() != package.model_id.lower():
-        facts.append(Fact("Model of the proof", expected_model_id, FAILED,
-                          f"the subject names model {expected_model_id}, the package is {package.model_id}"))
+        facts.append(
+            Fact(
+                "Model of the proof",
+                expected_model_id,
+                FAILED,
+                f"the subject names model {expected_model_id}, the package is {package.model_id}",
+            )
+        )
     facts.append(srs_fact(package))
     visibility = package.manifest.get("visibility", {})
-    facts.append(Fact("Visibility", ", ".join(f"{k} {v}" for k, v in visibility.items()), UNPROVEN,
-                      "from manifest.json; the verification key fixes the instance layout it describes"))
+    facts.append(
+        Fact(
+            "Visibility",
+            ", ".join(f"{k} {v}" for k, v in visibility.items()),
+            UNPROVEN,
+            "from manifest.json; the verification key fixes the instance layout it describes",
+        )
+    )
     return facts
 
 
@@ -61,23 +88,38 @@ def srs_fact(package: CircuitPackage) -> Fact:
     srs = package.manifest.get("srs", {})
     digest = srs.get("sha256", "")
     if package.insecure:
-        return Fact("SRS", "INSECURE dev SRS", WARNING,
-                    f"manifest srs.insecure = true; kzg.srs sha256 {short(digest)} re-hashed with the package: "
-                    f"generated locally, whoever generated it can forge proofs that verify")
-    return Fact("SRS", "unverified SRS", WARNING,
-                f"kzg.srs sha256 {digest} (re-hashed with the package) from {srs.get('source', '?')}: zkserve keeps "
-                f"no list of public ceremony files, so whether it is one must be checked by hand")
+        return Fact(
+            "SRS",
+            "INSECURE dev SRS",
+            WARNING,
+            f"manifest srs.insecure = true; kzg.srs sha256 {short(digest)} re-hashed with the package: "
+            f"generated locally, whoever generated it can forge proofs that verify",
+        )
+    return Fact(
+        "SRS",
+        "unverified SRS",
+        WARNING,
+        f"kzg.srs sha256 {digest} (re-hashed with the package) from {srs.get('source', '?')}: zkserve keeps "
+        f"no list of public ceremony files, so whether it is one must be checked by hand",
+    )
 
 
-def registry_facts(chain: ChainView | None, chain_problem: str, package: CircuitPackage | None,
-                   model_id: str | None) -> list[Fact]:
+def registry_facts(
+    chain: ChainView | None, chain_problem: str, package: CircuitPackage | None, model_id: str | None
+) -> list[Fact]:
     if chain is None:
         return [Fact("Registry binding", model_id or "?", UNCHECKED, chain_problem)]
     if chain.registry is None:
         return [Fact("Registry", "none", UNCHECKED, f"{chain.problem} (address from {chain.registry_source})")]
     registry = chain.registry
-    facts = [Fact("Registry", registry.address, VERIFIED,
-                  f"contract code present (eth_getCode) at block {chain.block()}; address from {chain.registry_source}")]
+    facts = [
+        Fact(
+            "Registry",
+            registry.address,
+            VERIFIED,
+            f"contract code present (eth_getCode) at block {chain.block()}; address from {chain.registry_source}",
+        )
+    ]
     if not model_id:
         return facts + [Fact("Registry binding", "?", UNCHECKED, "no model id to look up")]
     try:
@@ -86,11 +128,23 @@ def registry_facts(chain: ChainView | None, chain_problem: str, package: Circuit
     except ChainError as error:
         return facts + [Fact("Registry binding", model_id, UNCHECKED, str(error))]
     if not bound["registered_at"]:
-        return facts + [Fact("Registry binding", "not registered", FAILED,
-                             f"registry.models({short(model_id)}) at block {block}: no verifier bound to this model id")]
-    facts.append(Fact("Registry binding", f"model_id -> verifier {bound['verifier']}", VERIFIED,
-                      f"registry.models({short(model_id)}) at block {block}: registered in block "
-                      f"{bound['registered_at']} by {bound['owner']}"))
+        return facts + [
+            Fact(
+                "Registry binding",
+                "not registered",
+                FAILED,
+                f"registry.models({short(model_id)}) at block {block}: no verifier bound to this model id",
+            )
+        ]
+    facts.append(
+        Fact(
+            "Registry binding",
+            f"model_id -> verifier {bound['verifier']}",
+            VERIFIED,
+            f"registry.models({short(model_id)}) at block {block}: registered in block "
+            f"{bound['registered_at']} by {bound['owner']}",
+        )
+    )
     facts.append(verifier_code_fact(chain, package, bound["verifier"]))
     return facts
 
@@ -107,18 +161,28 @@ def verifier_code_fact(chain: ChainView, package: CircuitPackage | None, address
     except (ChainError, ValueError, OSError) as error:
         return Fact("Verifier contract", address, UNCHECKED, f"could not read the code: {error}")
     except Exception as error:  # noqa: BLE001 - a node that refuses creation eth_call: say so, do not guess
-        return Fact("Verifier contract", address, UNCHECKED, f"the node would not run the creation code: "
-                                                             f"{type(error).__name__}")
+        return Fact(
+            "Verifier contract", address, UNCHECKED, f"the node would not run the creation code: {type(error).__name__}"
+        )
     if deployed and deployed == expected:
-        return Fact("Verifier contract", address, VERIFIED,
-                    f"runtime code ({len(deployed)} bytes, keccak {short('0x' + keccak(deployed).hex())}) equals "
-                    f"what the package's Verifier.json deploys (eth_call of its creation code)")
-    return Fact("Verifier contract", address, FAILED,
-                f"runtime code at {address} ({len(deployed)} bytes) is not what the package's Verifier.json deploys "
-                f"({len(expected)} bytes)")
+        return Fact(
+            "Verifier contract",
+            address,
+            VERIFIED,
+            f"runtime code ({len(deployed)} bytes, keccak {short('0x' + keccak(deployed).hex())}) equals "
+            f"what the package's Verifier.json deploys (eth_call of its creation code)",
+        )
+    return Fact(
+        "Verifier contract",
+        address,
+        FAILED,
+        f"runtime code at {address} ({len(deployed)} bytes) is not what the package's Verifier.json deploys "
+        f"({len(expected)} bytes)",
+    )
 
 
 # ---- one proof ----
+
 
 @dataclass(frozen=True)
 class ProofCheck:
@@ -134,11 +198,18 @@ def check_one_proof(package: CircuitPackage | None, proof: Proof, expected_hash:
     facts = []
     if expected_hash is not None:
         if proof.proof_hash.lower() == expected_hash.lower():
-            facts.append(Fact("Proof hash", proof.proof_hash, VERIFIED, "keccak256 of the document's proof bytes recomputed"))
+            facts.append(
+                Fact("Proof hash", proof.proof_hash, VERIFIED, "keccak256 of the document's proof bytes recomputed")
+            )
         else:
-            facts.append(Fact("Proof hash", proof.proof_hash, FAILED,
-                              f"the document's proof bytes hash to {proof.proof_hash}, not {expected_hash}: "
-                              f"it is another proof"))
+            facts.append(
+                Fact(
+                    "Proof hash",
+                    proof.proof_hash,
+                    FAILED,
+                    f"the document's proof bytes hash to {proof.proof_hash}, not {expected_hash}: it is another proof",
+                )
+            )
     if package is None:
         facts.append(Fact("Proof", "not re-verified", UNCHECKED, "no circuit package (verification key) for its model"))
         return ProofCheck(tuple(facts), False, 0.0, (), (), None)
@@ -150,37 +221,71 @@ def check_one_proof(package: CircuitPackage | None, proof: Proof, expected_hash:
         facts.append(Fact("Proof", "verified", VERIFIED, how))
     else:
         facts.append(Fact("Proof", "verification failed", FAILED, f"{how}: {verdict.reason}"))
-    facts.append(Fact("Rows in the proof", str(proof.rows), UNPROVEN,
-                      f"the document's `rows` field; the circuit proves {package.batch_size} row(s), padding included"))
+    facts.append(
+        Fact(
+            "Rows in the proof",
+            str(proof.rows),
+            UNPROVEN,
+            f"the document's `rows` field; the circuit proves {package.batch_size} row(s), padding included",
+        )
+    )
     inputs, outputs, proven = _tensors(package, proof, verdict.valid)
     return ProofCheck(tuple(facts), verdict.valid, verify_ms, inputs, outputs, proven)
 
 
-def _tensors(package: CircuitPackage, proof: Proof, valid: bool) -> tuple[tuple[Table, ...], tuple[Table, ...], list | None]:
+def _tensors(
+    package: CircuitPackage, proof: Proof, valid: bool
+) -> tuple[tuple[Table, ...], tuple[Table, ...], list | None]:
     status = VERIFIED if valid else FAILED
-    note = ("decoded from the proof's public instances, which the verification checked" if valid else
-            "decoded from the instances of a proof that did NOT verify: nothing here is proven")
+    note = (
+        "decoded from the proof's public instances, which the verification checked"
+        if valid
+        else "decoded from the instances of a proof that did NOT verify: nothing here is proven"
+    )
     visibility = package.manifest["visibility"]
     inputs: tuple[Table, ...] = ()
     outputs: tuple[Table, ...] = ()
     proven = None
     try:
         if visibility["input"] == "public":
-            inputs = tuple(_table(entry["name"], array, note, status) for entry, array in
-                           zip(package.inputs, decode_inputs(package, proof)))
+            inputs = tuple(
+                _table(entry["name"], array, note, status)
+                for entry, array in zip(package.inputs, decode_inputs(package, proof))
+            )
         elif visibility["input"] == "hashed":
-            inputs = (Table("input commitment", ("Poseidon hash of the quantized inputs",),
-                            ((proven_input_hash(package, proof),),), note, (status,)),)
+            inputs = (
+                Table(
+                    "input commitment",
+                    ("Poseidon hash of the quantized inputs",),
+                    ((proven_input_hash(package, proof),),),
+                    note,
+                    (status,),
+                ),
+            )
         else:
-            inputs = (Table("input", ("private",), (("the input is private: the proof does not reveal or bind it "
-                                                      "publicly",),), "", (UNPROVEN,)),)
+            inputs = (
+                Table(
+                    "input",
+                    ("private",),
+                    (("the input is private: the proof does not reveal or bind it publicly",),),
+                    "",
+                    (UNPROVEN,),
+                ),
+            )
         if visibility["output"] == "public":
             proven = decode_outputs(package, proof)
             outputs = tuple(_table(entry["name"], array, note, status) for entry, array in zip(package.outputs, proven))
         elif visibility["output"] == "hashed":
             n_in, _ = _instance_layout(package)
-            outputs = (Table("output commitment", ("Poseidon hash of the outputs",), ((proof.instance_felts[n_in],),),
-                             note, (status,)),)
+            outputs = (
+                Table(
+                    "output commitment",
+                    ("Poseidon hash of the outputs",),
+                    ((proof.instance_felts[n_in],),),
+                    note,
+                    (status,),
+                ),
+            )
     except (ValueError, IndexError, KeyError) as error:
         outputs = (Table("outputs", ("error",), ((f"the instances cannot be decoded: {error}",),), "", (FAILED,)),)
     return inputs, outputs, proven if valid else None
@@ -199,32 +304,62 @@ def _table(name: str, array: np.ndarray, note: str, status: str) -> Table:
 
 # ---- the chain record of one proof ----
 
-def attestation_facts(chain: ChainView | None, chain_problem: str, lookup: RecordLookup, proof_hash: str,
-                      model_id: str | None, proof: Proof | None, proof_verified: bool) -> list[Fact]:
+
+def attestation_facts(
+    chain: ChainView | None,
+    chain_problem: str,
+    lookup: RecordLookup,
+    proof_hash: str,
+    model_id: str | None,
+    proof: Proof | None,
+    proof_verified: bool,
+) -> list[Fact]:
     record = lookup.record
     facts: list[Fact] = []
     if record is None:
-        facts.append(Fact("Verifier record", "none", UNPROVEN if "no record" in lookup.note else UNCHECKED, lookup.note))
+        facts.append(
+            Fact("Verifier record", "none", UNPROVEN if "no record" in lookup.note else UNCHECKED, lookup.note)
+        )
     else:
         from serve.verifier.client import status_name
 
         mode = "anchor" if record.mode == 1 else "onchain"
-        facts.append(Fact("Verifier record", f"{status_name(record)} ({mode} mode)", UNPROVEN,
-                          f"{lookup.note}: what the verifier says; checked against the chain below"))
-        for label, value in (("Transaction", record.tx_hash), ("Block", str(record.block_number or "")),
-                             ("Merkle root", record.merkle_root), ("Merkle path", ", ".join(record.merkle_path))):
+        facts.append(
+            Fact(
+                "Verifier record",
+                f"{status_name(record)} ({mode} mode)",
+                UNPROVEN,
+                f"{lookup.note}: what the verifier says; checked against the chain below",
+            )
+        )
+        for label, value in (
+            ("Reported transaction", record.tx_hash),
+            ("Reported block", str(record.block_number or "")),
+            ("Reported Merkle root", record.merkle_root),
+            ("Reported Merkle path", ", ".join(record.merkle_path)),
+        ):
             if value:
-                facts.append(Fact(label, value, UNPROVEN, "as the verifier reports it"))
+                facts.append(Fact(label, value, UNPROVEN, "as the verifier reports it; checked below"))
     leaf, digest = None, None
     if proof is not None and model_id:
         digest = instances_hash(proof.instances)
         leaf = leaf_of(bytes.fromhex(model_id[2:]), bytes.fromhex(proof_hash[2:]), digest)
         if record is not None and record.leaf:
             same = record.leaf.lower() == "0x" + leaf.hex()
-            facts.append(Fact("Merkle leaf", "0x" + leaf.hex(), VERIFIED if same else FAILED,
-                              "keccak256(abi.encode(model_id, proof_hash, keccak256(instances))) recomputed from the "
-                              "proof document" + ("; equals the verifier's leaf" if same else
-                                                  f"; the verifier's leaf is {record.leaf}: other instances were submitted")))
+            facts.append(
+                Fact(
+                    "Merkle leaf",
+                    "0x" + leaf.hex(),
+                    VERIFIED if same else FAILED,
+                    "keccak256(abi.encode(model_id, proof_hash, keccak256(instances))) recomputed from the "
+                    "proof document"
+                    + (
+                        "; equals the verifier's leaf"
+                        if same
+                        else f"; the verifier's leaf is {record.leaf}: other instances were submitted"
+                    ),
+                )
+            )
     elif record is not None and record.leaf:
         facts.append(Fact("Merkle leaf", record.leaf, UNCHECKED, "no proof document: the leaf cannot be recomputed"))
     if chain is None or chain.registry is None:
@@ -239,19 +374,27 @@ def attestation_facts(chain: ChainView | None, chain_problem: str, lookup: Recor
     return facts
 
 
-def _chain_checks(chain: ChainView, record, proof_hash: str, model_id: str | None, leaf: bytes | None,
-                  digest: bytes | None) -> list[Fact]:
+def _chain_checks(
+    chain: ChainView, record, proof_hash: str, model_id: str | None, leaf: bytes | None, digest: bytes | None
+) -> list[Fact]:
     registry = chain.registry
     facts = []
     attested = registry.attestation(proof_hash)
     block = chain.block()
     if attested["block_number"]:
-        matches = (model_id is None or attested["model_id"].lower() == model_id.lower()) and \
-                  (digest is None or attested["instances_hash"] == "0x" + digest.hex())
-        facts.append(Fact("Attested on chain", f"block {attested['block_number']}", VERIFIED if matches else FAILED,
-                          f"registry.attestations({short(proof_hash)}) at block {block}: model "
-                          f"{short(attested['model_id'])}, instances hash {short(attested['instances_hash'])}"
-                          + ("" if matches else ": NOT this proof's model and instances")))
+        matches = (model_id is None or attested["model_id"].lower() == model_id.lower()) and (
+            digest is None or attested["instances_hash"] == "0x" + digest.hex()
+        )
+        facts.append(
+            Fact(
+                "Attested on chain",
+                f"block {attested['block_number']}",
+                VERIFIED if matches else FAILED,
+                f"registry.attestations({short(proof_hash)}) at block {block}: model "
+                f"{short(attested['model_id'])}, instances hash {short(attested['instances_hash'])}"
+                + ("" if matches else ": NOT this proof's model and instances"),
+            )
+        )
     anchored_path = record is not None and record.merkle_root
     if anchored_path:
         root = record.merkle_root
@@ -261,23 +404,36 @@ def _chain_checks(chain: ChainView, record, proof_hash: str, model_id: str | Non
         on_chain = registry.is_anchored(use_leaf, path, root)
         block = chain.block()
         anchor = registry.anchor_info(root)
-        how = (f"isAnchored(leaf, path, root) returned {str(on_chain).lower()} at block {block}; "
-               f"the path also recomputed locally ({'matches' if local else 'does NOT match'})")
+        whose = "the leaf recomputed from the proof document" if leaf is not None else "the verifier's leaf"
+        how = (
+            f"isAnchored(leaf, path, root) returned {str(on_chain).lower()} at block {block}, for {whose}; "
+            f"the path also recomputed locally ({'matches' if local else 'does NOT match'})"
+        )
         if on_chain and anchor["block_number"]:
-            how += f"; root anchored in block {anchor['block_number']} by {anchor['attester']} ({anchor['count']} leaves)"
+            how += (
+                f"; root anchored in block {anchor['block_number']} by {anchor['attester']} ({anchor['count']} leaves)"
+            )
         status = VERIFIED if on_chain and local and leaf is not None else (FAILED if not on_chain else UNCHECKED)
-        if on_chain and leaf is None:
-            how += "; the leaf is the verifier's, not recomputed (no proof document)"
         facts.append(Fact("Anchored on chain", f"root {short(root)}", status, how))
     elif not attested["block_number"]:
         from serve.verifier.client import status_name
 
         claimed = record is not None and status_name(record) in ("anchored", "attested")
-        facts.append(Fact("On chain", "not recorded", FAILED if claimed else WARNING,
-                          f"registry.attestations({short(proof_hash)}) is empty at block {block}"
-                          + ("; the verifier says it is final, the chain does not" if claimed else
-                             "; the verifier has not anchored it yet" if record is not None else
-                             "; not submitted to a verifier known to this audit")))
+        facts.append(
+            Fact(
+                "On chain",
+                "not recorded",
+                FAILED if claimed else WARNING,
+                f"registry.attestations({short(proof_hash)}) is empty at block {block}"
+                + (
+                    "; the verifier says it is final, the chain does not"
+                    if claimed
+                    else "; the verifier has not anchored it yet"
+                    if record is not None
+                    else "; not submitted to a verifier known to this audit"
+                ),
+            )
+        )
     if record is not None and record.tx_hash:
         facts.append(_transaction_fact(chain, record))
     return facts
@@ -287,8 +443,12 @@ def _transaction_fact(chain: ChainView, record) -> Fact:
     registry = chain.registry
     receipt = chain.client.receipt(record.tx_hash)
     if receipt is None:
-        return Fact("Transaction", record.tx_hash, FAILED if record.block_number else UNCHECKED,
-                    "eth_getTransactionReceipt: the chain knows no mined transaction with this hash")
+        return Fact(
+            "Transaction",
+            record.tx_hash,
+            FAILED if record.block_number else UNCHECKED,
+            "eth_getTransactionReceipt: the chain knows no mined transaction with this hash",
+        )
     problems = []
     if receipt["status"] != 1:
         problems.append("it reverted")
@@ -304,11 +464,19 @@ def _transaction_fact(chain: ChainView, record) -> Fact:
     if record.merkle_root:
         evented = any(name == "Anchored" and hex32(args["root"]) == record.merkle_root.lower() for name, args in events)
     else:
-        evented = any(name == "Attested" and hex32(args["proofHash"]) == record.proof_hash.lower() for name, args in events)
-    how = f"eth_getTransactionReceipt: status {receipt['status']}, block {receipt['blockNumber']}, gas {receipt['gasUsed']}"
-    return Fact("Transaction", record.tx_hash, FAILED if problems else VERIFIED,
-                how + ("; " + "; ".join(problems) if problems else "")
-                + ("; the registry's event for it is in the receipt" if evented else "; it emitted no event for it"))
+        evented = any(
+            name == "Attested" and hex32(args["proofHash"]) == record.proof_hash.lower() for name, args in events
+        )
+    how = (f"eth_getTransactionReceipt: status {receipt['status']}, block {receipt['blockNumber']}, "
+           f"gas {receipt['gasUsed']}")
+    return Fact(
+        "Transaction",
+        record.tx_hash,
+        FAILED if problems else VERIFIED,
+        how
+        + ("; " + "; ".join(problems) if problems else "")
+        + ("; the registry's event for it is in the receipt" if evented else "; it emitted no event for it"),
+    )
 
 
 def _discard():

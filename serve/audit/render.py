@@ -11,8 +11,13 @@ from markupsafe import Markup
 from serve.audit.plots import render_svg
 from serve.audit.report import AuditReport
 
-STATUS_TEXT = {"verified": "verified", "failed": "FAILED", "unchecked": "NOT CHECKED", "warning": "warning",
-               "unproven": "unproven"}
+STATUS_TEXT = {
+    "verified": "verified",
+    "failed": "FAILED",
+    "unchecked": "NOT CHECKED",
+    "warning": "warning",
+    "unproven": "unproven",
+}
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -35,6 +40,9 @@ h3 { font-size: 14px; margin: 16px 0 6px; }
 table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid #d0d7de; }
 th, td { text-align: left; vertical-align: top; padding: 5px 8px; border-bottom: 1px solid #eaeef2; }
 th { background: #f6f8fa; font-weight: 600; }
+table.facts { table-layout: fixed; }
+table.facts th:nth-child(1) { width: 15%; } table.facts th:nth-child(2) { width: 33%; }
+table.facts th:nth-child(3) { width: 110px; }
 td.value, td.mono { font-family: ui-monospace, monospace; word-break: break-all; }
 td.how { color: #59636e; font-size: 13px; }
 .badge { display: inline-block; min-width: 84px; padding: 1px 6px; border-radius: 4px; font-size: 12px;
@@ -59,7 +67,7 @@ footer { margin-top: 32px; color: #59636e; font-size: 12px; }
 <div class="meta">generated {{ report.generated_at }} by <code>zkserve audit</code>; every fact says how it was
 checked at that time. Red facts failed or could not be checked.</div>
 <div class="verdict {{ report.verdict }}">{{ verdict_text }}</div>
-<div class="meta">{% for status, count in report.counts().items() if count %}{{ count }} {{ status_text[status] }}{{ ", " if not loop.last }}{% endfor %}</div>
+<div class="meta">{{ counts_text }}</div>
 {% for section in report.sections %}
 <h2>{{ section.title }}</h2>
 {% if section.facts %}
@@ -77,7 +85,9 @@ checked at that time. Red facts failed or could not be checked.</div>
 <table>
 <tr>{% for column in table.columns %}<th>{{ column }}</th>{% endfor %}</tr>
 {% for row in table.rows %}{% set status = table.row_status[loop.index0] if table.row_status else "" %}
-<tr{% if status %} class="s-{{ status }}"{% endif %}>{% for cell in row %}<td class="mono">{{ cell }}</td>{% endfor %}</tr>
+<tr{% if status %} class="s-{{ status }}"{% endif %}>
+{% for cell in row %}<td class="mono">{{ cell }}</td>{% endfor %}
+</tr>
 {% endfor %}
 </table>
 {% endfor %}
@@ -103,15 +113,22 @@ def verdict_text(report: AuditReport) -> str:
     verdict = report.verdict
     if verdict == "verified":
         warnings = report.counts()["warning"]
-        return "Every check passed" + (f" ({warnings} warning{'s' if warnings > 1 else ''}: read them)" if warnings else "")
+        return "Every check passed" + (
+            f" ({warnings} warning{'s' if warnings > 1 else ''}: read them)" if warnings else ""
+        )
     if verdict == "failed":
         return "Some checks FAILED"
     return "Some facts could NOT be checked"
 
 
 def render_html(report: AuditReport) -> str:
-    return _template.render(report=report, status_text=STATUS_TEXT, verdict_text=verdict_text(report),
-                            svg=lambda plot: Markup(render_svg(plot)))
+    return _template.render(
+        report=report,
+        status_text=STATUS_TEXT,
+        verdict_text=verdict_text(report),
+        counts_text=", ".join(f"{count} {STATUS_TEXT[status]}" for status, count in report.counts().items() if count),
+        svg=lambda plot: Markup(render_svg(plot)),
+    )
 
 
 def render_json(report: AuditReport) -> str:

@@ -37,6 +37,7 @@ class AuditContext:
 
 # ---- circuit packages ----
 
+
 def find_package(model_ref: str, state_dir: Path) -> tuple[CircuitPackage | None, str]:
     """A package by directory, model id or name (the state dir's circuit cache): the package,
     or None and why not. Loading re-hashes every file (CircuitPackage.load checks)."""
@@ -52,6 +53,7 @@ def find_package(model_ref: str, state_dir: Path) -> tuple[CircuitPackage | None
 
 
 # ---- proof documents ----
+
 
 @dataclass(frozen=True)
 class ProofSource:
@@ -101,6 +103,7 @@ def _store_record(store: Path, proof_hash: str) -> dict | None:
 
 # ---- the verifier service ----
 
+
 @dataclass(frozen=True)
 class RecordLookup:
     record: object | None  # zkserve.v1 AttestationRecord
@@ -124,6 +127,7 @@ def verifier_record(target: str | None, proof_hash: str, timeout_s: float = 5.0)
 
 
 # ---- the chain, read only ----
+
 
 @dataclass
 class ChainView:

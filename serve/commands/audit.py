@@ -34,13 +34,21 @@ def _context(config: Optional[Path], verifier: Optional[str], rpc_url: Optional[
 
 def audit_command(
     subject: str = typer.Argument(..., help="0x + 64 hex (a proof hash), or a `zkserve score` job directory"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", dir_okay=False,
-                                       help="HTML file to write (default: audit-<subject>.html here); "
-                                            "the JSON goes beside it with .json"),
-    proof: Optional[Path] = typer.Option(None, "--proof", exists=True, dir_okay=False,
-                                         help="the proof document (default: the serving app's proof store)"),
-    model: Optional[str] = typer.Option(None, "--model", help="circuit package directory, model id or name "
-                                                               "(default: the proof's model id in the state dir)"),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        dir_okay=False,
+        help="HTML file to write (default: audit-<subject>.html here); the JSON goes beside it with .json",
+    ),
+    proof: Optional[Path] = typer.Option(
+        None, "--proof", exists=True, dir_okay=False, help="the proof document (default: the serving app's proof store)"
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="circuit package directory, model id or name (default: the proof's model id in the state dir)",
+    ),
     verifier: Optional[str] = typer.Option(None, "--verifier", help="verifier service host:port (default: config)"),
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="chain JSON-RPC URL (default: config)"),
     offline: bool = typer.Option(False, "--offline", help="ask neither the verifier nor the chain (shown unchecked)"),
