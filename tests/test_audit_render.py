@@ -1,5 +1,6 @@
 """The audit page rendered from a constructed report (no server): hostile strings escaped,
-unverified facts red, nothing external, and the JSON carrying the same facts."""
+unverified facts red, nothing external, and the JSON carrying the same facts; and the command
+with neither verifier nor chain to ask (--offline)."""
 
 from __future__ import annotations
 
@@ -138,3 +139,54 @@ def test_plots_are_inline_svg_with_escaped_labels():
     assert svg.count("<rect") == 2 + 1  # two bars and the legend swatch
     empty = render_svg(Plot("none", "line", "x", "y", (), "no verified proof: no proven output to plot"))
     assert "no verified proof" in empty and "<polyline" not in empty
+
+
+# ---- the command, with nothing to ask (no verifier, no chain): every such fact is red ----
+
+
+def _audit_cli(*args: str, home):
+    from typer.testing import CliRunner
+
+    from serve.cli import app
+
+    return CliRunner().invoke(app, ["audit", *args], env={"ZKSERVE_HOME": str(home)})
+
+
+def test_offline_audit_of_an_unknown_proof_says_what_it_could_not_check(tmp_path):
+    out = tmp_path / "report.html"
+    result = _audit_cli("0x" + "ab" * 32, "--offline", "--out", str(out), home=tmp_path)
+    assert result.exit_code == 1, result.output
+    document = json.loads(out.with_suffix(".json").read_text())
+    assert document["verdict"] == "unchecked"
+    found = {fact["label"]: fact for section in document["sections"] for fact in section["facts"]}
+    assert found["Proof document"]["status"] == "unchecked"
+    assert str(tmp_path / "proofs" / "proofs") in found["Proof document"]["how"]
+    assert found["Proof"]["status"] == "unchecked" and found["Registry binding"]["status"] == "unchecked"
+    assert "Some facts could NOT be checked" in out.read_text()
+
+
+def test_offline_audit_reverifies_a_real_proof(tmp_path, mlp_package, mlp_proof):
+    from circuits import Proof
+
+    proof_file = mlp_proof.save(tmp_path / "proof.json")
+    out = tmp_path / "report.html"
+    args = ["--proof", str(proof_file), "--model", str(mlp_package.root), "--offline", "--out", str(out)]
+    result = _audit_cli(mlp_proof.proof_hash, *args, home=tmp_path)
+    assert result.exit_code == 1, result.output  # the chain was not asked: unchecked, so not a clean report
+    found = {f["label"]: f for s in json.loads(out.with_suffix(".json").read_text())["sections"] for f in s["facts"]}
+    assert found["Proof"]["value"] == "verified" and found["Proof hash"]["status"] == "verified"
+    assert found["model_id"]["value"] == mlp_package.model_id and found["SRS"]["value"] == "INSECURE dev SRS"
+    assert found["On chain"]["status"] == "unchecked"
+
+    tampered = Proof.from_json(mlp_proof.to_json())
+    tampered.data["proof"][100] ^= 0x01  # other proof bytes: another hash, and no longer a valid proof
+    tampered.save(proof_file)
+    result = _audit_cli(mlp_proof.proof_hash, *args, home=tmp_path)
+    found = {f["label"]: f for s in json.loads(out.with_suffix(".json").read_text())["sections"] for f in s["facts"]}
+    assert found["Proof hash"]["status"] == "failed" and "it is another proof" in found["Proof hash"]["how"]
+    assert found["Proof"]["value"] == "verification failed"
+
+
+def test_audit_refuses_a_subject_that_is_neither_hash_nor_directory(tmp_path):
+    result = _audit_cli("0x1234", home=tmp_path)
+    assert result.exit_code == 2 and "neither a proof hash" in result.output

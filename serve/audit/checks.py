@@ -317,9 +317,7 @@ def attestation_facts(
     record = lookup.record
     facts: list[Fact] = []
     if record is None:
-        facts.append(
-            Fact("Verifier record", "none", UNPROVEN if "no record" in lookup.note else UNCHECKED, lookup.note)
-        )
+        facts.append(Fact("Verifier record", "none", UNPROVEN if lookup.answered else UNCHECKED, lookup.note))
     else:
         from serve.verifier.client import status_name
 
@@ -467,8 +465,10 @@ def _transaction_fact(chain: ChainView, record) -> Fact:
         evented = any(
             name == "Attested" and hex32(args["proofHash"]) == record.proof_hash.lower() for name, args in events
         )
-    how = (f"eth_getTransactionReceipt: status {receipt['status']}, block {receipt['blockNumber']}, "
-           f"gas {receipt['gasUsed']}")
+    how = (
+        f"eth_getTransactionReceipt: status {receipt['status']}, block {receipt['blockNumber']}, "
+        f"gas {receipt['gasUsed']}"
+    )
     return Fact(
         "Transaction",
         record.tx_hash,

@@ -327,8 +327,8 @@ def _proof_chain_status(context, chain, problem, proof, package, verified) -> tu
     lookup = verifier_record(context.verifier, proof.proof_hash)
     if lookup.record is None:
         return (
-            "not submitted" if "no record" in lookup.note or not context.verifier else "verifier unreachable",
-            "not_submitted" if "no record" in lookup.note or not context.verifier else "chain_unchecked",
+            "not submitted" if lookup.answered else f"not checked: {lookup.note}",
+            "not_submitted" if lookup.answered else "chain_unchecked",
         )
     facts = attestation_facts(
         chain, problem, lookup, proof.proof_hash, package.model_id if package else None, proof, verified

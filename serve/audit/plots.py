@@ -65,7 +65,7 @@ def render_svg(plot: Plot) -> str:
             f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" class="grid"/>'
             f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_fmt(tick)}</text>'
         )
-    for tick in _ticks(x_low, x_high):
+    for tick in _ticks(x_low, x_high, whole=plot.kind == "line" and all(float(x).is_integer() for x in xs)):
         x = sx(tick)
         parts.append(
             f'<text x="{x:.1f}" y="{TOP + inner_h + 16}" text-anchor="middle" class="tick">{_fmt(tick)}</text>'

@@ -108,22 +108,23 @@ def _store_record(store: Path, proof_hash: str) -> dict | None:
 class RecordLookup:
     record: object | None  # zkserve.v1 AttestationRecord
     note: str  # where it was asked, and what came back
+    answered: bool  # the verifier answered (with the record, or NOT_FOUND); False: not asked or unreachable
 
 
 def verifier_record(target: str | None, proof_hash: str, timeout_s: float = 5.0) -> RecordLookup:
     if not target:
-        return RecordLookup(None, "no verifier service given")
+        return RecordLookup(None, "no verifier service given", False)
     import grpc
 
     from serve.verifier.client import VerifierClient
 
     with VerifierClient(target, timeout_s=timeout_s, retries=0) as client:
         try:
-            return RecordLookup(client.get(proof_hash), f"GetAttestation at {target}, {now_iso()}")
+            return RecordLookup(client.get(proof_hash), f"GetAttestation at {target}, {now_iso()}", True)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
-                return RecordLookup(None, f"the verifier at {target} has no record of it (never submitted there)")
-            return RecordLookup(None, f"the verifier at {target} did not answer: {error.code().name}")
+                return RecordLookup(None, f"the verifier at {target} has no record of it (never submitted there)", True)
+            return RecordLookup(None, f"the verifier at {target} did not answer: {error.code().name}", False)
 
 
 # ---- the chain, read only ----
