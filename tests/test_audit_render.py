@@ -190,3 +190,20 @@ def test_offline_audit_reverifies_a_real_proof(tmp_path, mlp_package, mlp_proof)
 def test_audit_refuses_a_subject_that_is_neither_hash_nor_directory(tmp_path):
     result = _audit_cli("0x1234", home=tmp_path)
     assert result.exit_code == 2 and "neither a proof hash" in result.output
+
+
+def test_offline_audit_of_a_hashed_input_proof_shows_the_commitment(tmp_path, mlp_rows):
+    from circuits import CompileOptions, Prover, input_hash
+    from circuits.demo import ensure_demo_packages
+
+    package = ensure_demo_packages(["demo-mlp"], CompileOptions(input_visibility="hashed"))["demo-mlp"]
+    proof = Prover(package).prove(mlp_rows[:1])
+    proof_file = proof.save(tmp_path / "proof.json")
+    out = tmp_path / "report.html"
+    _audit_cli(proof.proof_hash, "--proof", str(proof_file), "--model", str(package.root), "--offline", "--out",
+               str(out), home=tmp_path)
+    sections = {s["title"]: s for s in json.loads(out.with_suffix(".json").read_text())["sections"]}
+    commitment = sections["Input"]["tables"][0]
+    assert commitment["title"] == "input commitment" and commitment["row_status"] == ["verified"]
+    assert commitment["rows"] == [[input_hash(package, [mlp_rows[:1]])]]  # what a client recomputes from its rows
+    assert sections["Outputs"]["tables"][0]["title"] == "scores"

@@ -162,7 +162,18 @@ def audit_job(directory: Path, context: AuditContext, model: str | None = None) 
     if results is None:
         job_facts.append(Fact("Results", "missing", FAILED, f"{layout.results} is missing: the job has not finished"))
         results = []
-    proofs = _check_job_proofs(layout, package, results, context, chain, problem)
+    if not job.get("attest", True):
+        job_facts.append(
+            Fact(
+                "Proofs",
+                "none",
+                WARNING,
+                "job.json: the job ran with --no-attest; its outputs are "
+                "ONNX Runtime's, no proof binds them to the model",
+            )
+        )
+    attested = bool(job.get("attest", True))
+    proofs = _check_job_proofs(layout, package, results if attested else [], context, chain, problem)
     totals = _totals(job, summary, results, errors, proofs, package)
     sections = (
         Section("Job", tuple(job_facts)),
@@ -180,7 +191,11 @@ def _registry_address(layout: JobLayout, results: list[dict], context: AuditCont
     for proof_id in sorted({str(row.get("proof_id")) for row in results}):
         path = layout.proof_path(proof_id)
         if path.is_file():
-            record = verifier_record(context.verifier, load_proof_file(path).proof_hash).record
+            try:
+                proof_hash = load_proof_file(path).proof_hash
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # reported with the proof below
+            record = verifier_record(context.verifier, proof_hash).record
             return record.registry_address if record is not None else None
     return None
 
@@ -247,7 +262,14 @@ def _check_job_proofs(
             statuses.append(FAILED)
             counters["failed"] += 1
             continue
-        proof = load_proof_file(path)
+        try:
+            proof = load_proof_file(path)
+            proof.proof_bytes  # noqa: B018 - a malformed document fails here, not inside EZKL
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            table_rows.append((proof_id, "", str(len(rows)), f"unreadable: {error}"[:200], "", ""))
+            statuses.append(FAILED)
+            counters["failed"] += 1
+            continue
         commit_times.append(path.stat().st_mtime)
         checked = check_one_proof(package, proof)
         verify_ms.append(checked.verify_ms)
@@ -386,7 +408,7 @@ def _totals(
                 + (f"; {duplicates} row(s) scored twice" if duplicates else ""),
             )
         )
-    if package is not None and scored:
+    if package is not None and scored and job.get("attest", True):
         checked = counters["rows_match"] + counters["rows_differ"]
         facts.append(
             Fact(

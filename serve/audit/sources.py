@@ -46,10 +46,26 @@ def find_package(model_ref: str, state_dir: Path) -> tuple[CircuitPackage | None
     try:
         if Path(model_ref).is_dir():
             return CircuitPackage.load(model_ref), f"package directory {Path(model_ref).resolve()}"
+        by_id = _package_dir_by_id(model_ref, state_dir / "circuits")
+        if by_id is not None:
+            return CircuitPackage.load(by_id), f"circuit cache {state_dir / 'circuits'}"
         package = ModelCatalog(state_dir).resolve(model_ref)
         return package, f"circuit cache {state_dir / 'circuits'}"
     except (LookupError, PackageError) as error:
         return None, str(error)
+
+
+def _package_dir_by_id(model_id: str, circuits: Path) -> Path | None:
+    """Reads only manifests, so a large cache is not re-hashed to find one package."""
+    for manifest in sorted(circuits.glob("*/manifest.json")):
+        if manifest.parent.name.endswith(".partial"):
+            continue
+        try:
+            if str(json.loads(manifest.read_text()).get("model_id", "")).lower() == model_id.lower():
+                return manifest.parent
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 # ---- proof documents ----
