@@ -271,3 +271,24 @@ def test_audit_of_a_scoring_job(tmp_path, service, module_anvil, mlp_rows, job_p
     assert job_package.model_id in text and "Every check passed" in text
     assert "anchored on chain (root 0x" in text and "NaN" in text
     assert "Distribution of the proven outputs" in text and "Proof latency over the job" in text
+
+    # a changed output in results.parquet: the row no longer matches its proof, and the page says so
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "changed-job"
+    shutil.copytree(job, copy)
+    table = pq.read_table(copy / "results.parquet")
+    scores = table.column("scores").to_pylist()
+    scores[0] = [value + 1.0 for value in scores[0]]
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("scores"), "scores", pa.array(scores)), copy / "results.parquet"
+    )
+    result, page, report = audit(tmp_path, "changed-job", str(copy), "--offline")
+    assert result.returncode == 1
+    found = facts(report)
+    assert found["Rows matching their proof"]["status"] == "failed"
+    assert found["Rows matching their proof"]["value"] == f"{JOB_ROWS - 2} of {JOB_ROWS - 1}"
+    assert found["Proofs re-verified"]["status"] == "verified"  # the proofs themselves are intact
+    assert found["Proofs on chain"]["status"] == "unchecked"  # --offline: neither verifier nor chain asked
+    assert "Some checks FAILED" in browser_text(page)
