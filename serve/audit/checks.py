@@ -312,7 +312,6 @@ def attestation_facts(
     proof_hash: str,
     model_id: str | None,
     proof: Proof | None,
-    proof_verified: bool,
 ) -> list[Fact]:
     record = lookup.record
     facts: list[Fact] = []

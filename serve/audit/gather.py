@@ -83,7 +83,6 @@ def audit_proof(
     proof_facts: list[Fact] = []
     inputs: tuple[Table, ...] = ()
     outputs: tuple[Table, ...] = ()
-    verified = False
     if source.proof is None:
         proof_facts.append(Fact("Proof document", "not found", UNCHECKED, source.where))
         proof_facts.append(Fact("Proof", "not re-verified", UNCHECKED, "no proof document to verify"))
@@ -98,7 +97,7 @@ def audit_proof(
         )
         checked = check_one_proof(package, source.proof, proof_hash)
         proof_facts += checked.facts
-        inputs, outputs, verified = checked.inputs, checked.outputs, checked.verified
+        inputs, outputs = checked.inputs, checked.outputs
     if source.store_record:
         stored = source.store_record
         latency = (stored.get("finished_at") or 0) - (stored.get("created_at") or 0)
@@ -112,7 +111,7 @@ def audit_proof(
             )
         )
     chain_facts = attestation_facts(
-        chain, problem, lookup, proof_hash, package.model_id if package else model_id, source.proof, verified
+        chain, problem, lookup, proof_hash, package.model_id if package else model_id, source.proof
     )
     sections = (
         model_section,
@@ -181,7 +180,7 @@ def audit_job(directory: Path, context: AuditContext, model: str | None = None) 
         Section("Totals", tuple(totals)),
         Section("Proofs and chain records", tuple(proofs["facts"]), tables=(proofs["table"],)),
         Section("Errors", tables=(_errors_table(errors),)),
-        Section("Plots", plots=(_output_plot(package, proofs["outputs"]), _latency_plot(proofs))),
+        Section("Plots", plots=(_output_plot(proofs["outputs"]), _latency_plot(proofs))),
     )
     return AuditReport("job", str(layout.root), now_iso(), sections)
 
@@ -287,7 +286,7 @@ def _check_job_proofs(
                 counters["rows_match" if diff <= package.tolerance else "rows_differ"] += 1
                 for name, array in zip(output_names, checked.proven_outputs):
                     outputs[name].append(np.ravel(array[index]))
-        chain_status, chain_ok = _proof_chain_status(context, chain, problem, proof, package, checked.verified)
+        chain_status, chain_ok = _proof_chain_status(context, chain, problem, proof, package)
         counters[chain_ok] += 1
         verdict = "verified" if checked.verified else "verification failed"
         table_rows.append(
@@ -345,16 +344,14 @@ def _check_job_proofs(
     }
 
 
-def _proof_chain_status(context, chain, problem, proof, package, verified) -> tuple[str, str]:
+def _proof_chain_status(context, chain, problem, proof, package) -> tuple[str, str]:
     lookup = verifier_record(context.verifier, proof.proof_hash)
     if lookup.record is None:
         return (
             "not submitted" if lookup.answered else f"not checked: {lookup.note}",
             "not_submitted" if lookup.answered else "chain_unchecked",
         )
-    facts = attestation_facts(
-        chain, problem, lookup, proof.proof_hash, package.model_id if package else None, proof, verified
-    )
+    facts = attestation_facts(chain, problem, lookup, proof.proof_hash, package.model_id if package else None, proof)
     on_chain = [
         f
         for f in facts
@@ -433,7 +430,7 @@ def _errors_table(errors: list[dict]) -> Table:
     return Table("Errors", ("row", "file line", "stage", "reason"), rows or (("none", "", "", ""),), note)
 
 
-def _output_plot(package: CircuitPackage | None, outputs: dict[str, list[np.ndarray]]) -> Plot:
+def _output_plot(outputs: dict[str, list[np.ndarray]]) -> Plot:
     series = []
     for name, rows in outputs.items():
         if not rows:
