@@ -44,7 +44,7 @@ table.facts { table-layout: fixed; }
 table.facts th:nth-child(1) { width: 15%; } table.facts th:nth-child(2) { width: 33%; }
 table.facts th:nth-child(3) { width: 110px; }
 td.value, td.mono { font-family: ui-monospace, monospace; word-break: break-all; }
-td.how { color: #59636e; font-size: 13px; }
+td.how { color: #59636e; font-size: 13px; overflow-wrap: anywhere; }
 .badge { display: inline-block; min-width: 84px; padding: 1px 6px; border-radius: 4px; font-size: 12px;
          font-weight: 600; text-align: center; }
 .s-verified .badge { background: #dafbe1; color: #116329; }
