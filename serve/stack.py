@@ -8,7 +8,6 @@ verifiers are then deployed and registered once in the attestation registry.
 from __future__ import annotations
 
 import atexit
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import yaml
 
 from circuits import CircuitPackage
 from serve.chain.connect import connect
+from serve.chain.keys import child_env
 from serve.chain.registry import Registry
 from serve.verifier.client import VerifierClient
 
@@ -56,9 +56,9 @@ class VerifierProcess:
             command += ["--package", str(package.root)]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env=os.environ.copy())
+                                        env=child_env(with_key=True))  # the signer: the one child given the key
         atexit.register(self.stop)
-        with VerifierClient(self.target) as client:
+        with VerifierClient.for_config(self.document["zkserve"]) as client:
             try:
                 client.wait_ready(READY_TIMEOUT_S)
             except TimeoutError:
