@@ -103,3 +103,31 @@ def test_raw_size_is_bounded_first(mlp_package, shape):
     with pytest.raises(PayloadTooLarge, match="documents for demo-mlp are at most"):
         parse_proof(padded, mlp_package, shape)
     assert issubclass(PayloadTooLarge, ServeError)
+
+
+def test_any_json_document_is_a_clean_refusal_never_a_crash(mlp_package, mlp_proof, shape):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-2**300, 2**300) | st.floats() | st.text(max_size=80)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                                 max_size=6), max_leaves=40)
+    good = json.loads(mlp_proof.to_json())
+    field_names = st.sampled_from(["model_id", "rows", "meta", "ezkl", "ezkl.proof", "ezkl.instances"])
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(field_names, values)
+    def check(name: str, value) -> None:
+        doc = json.loads(json.dumps(good))
+        if name.startswith("ezkl."):
+            doc["ezkl"][name[5:]] = value
+        else:
+            doc[name] = value
+        started = time.perf_counter()
+        try:
+            parse_proof(json.dumps(doc).encode(), mlp_package, shape)
+        except ServeError as error:
+            assert isinstance(error, (InvalidArgument, PayloadTooLarge))
+        assert time.perf_counter() - started < 0.05
+
+    check()
