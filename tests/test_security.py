@@ -182,3 +182,24 @@ def test_keys_cli_create_list_revoke(tmp_path):
     assert KeyStore(tmp_path / "auth" / "keys.json").lookup(token) is None
     bad = run_cli("keys", "create", "x", "--right", "root", env=env, timeout=120)
     assert bad.returncode == 1 and "rights must be some of" in bad.stdout + bad.stderr
+
+
+def test_rpc_limits_refuse_past_each_cap_and_free_slots_once():
+    from serve.security.interceptor import RpcLimits
+
+    limits = RpcLimits(max_unary=2, max_streams=1)
+    assert limits.threads == 2 + 1 + 4  # room for health beyond every admitted RPC
+    first, second = limits.acquire(False), limits.acquire(False)
+    with pytest.raises(ResourceExhausted, match=r"2 RPCs in flight.*verifier.max_concurrent_rpcs"):
+        limits.acquire(False)
+    stream = limits.acquire(True)  # streams have their own cap
+    with pytest.raises(ResourceExhausted, match="verifier.max_streams"):
+        limits.acquire(True)
+    first()
+    first()  # a second release of the same slot (callback and finally) frees nothing more
+    limits.acquire(False)
+    with pytest.raises(ResourceExhausted):
+        limits.acquire(False)
+    second()
+    stream()
+    limits.acquire(True)
