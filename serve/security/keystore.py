@@ -124,7 +124,8 @@ class KeyStore:
                 self._stamp = None
                 keys = dict(self._load())
                 yield keys
-                document = {"format": FORMAT, "keys": [asdict(key) | {"rights": list(key.rights)} for key in keys.values()]}
+                entries = [asdict(key) | {"rights": list(key.rights)} for key in keys.values()]
+                document = {"format": FORMAT, "keys": entries}
                 write_private(self.path, json.dumps(document, indent=1) + "\n")
                 self._stamp = None
 

@@ -15,6 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from circuits import CircuitPackage, Proof
 from serve.errors import InvalidArgument, PayloadTooLarge
 
@@ -29,6 +31,12 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 DOCUMENT_SLACK_BYTES = 64 * 1024
 # Fallback when the verifier contract does not state the proof length (a template we do not know).
 FALLBACK_MAX_PROOF_BYTES = 256 * 1024
+# A zkserve document nests 4 deep (ezkl.instances[i][j]); deep nesting would overflow the C
+# stack of the JSON parser (eth-account raises the recursion limit to 100000), so it is
+# measured before parsing.
+MAX_NESTING = 32
+_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 FELT_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _PROOF_LEN_RE = re.compile(r"eq\(\s*(0x[0-9a-fA-F]+)\s*,\s*proof\.length\s*\)")
 _NUM_INSTANCES_RE = re.compile(r"(0x[0-9a-fA-F]+)\)\s*//\s*num_instances")
@@ -76,8 +84,17 @@ def check_raw_size(raw: bytes) -> None:
     if not raw:
         raise InvalidArgument(f"proof is empty; {_HOW}")
     if len(raw) > MAX_DOCUMENT_BYTES:
-        raise PayloadTooLarge(f"proof document is {len(raw)} bytes, over the verifier's {MAX_DOCUMENT_BYTES} byte bound; "
+        raise PayloadTooLarge(f"proof document is {len(raw)} bytes, over the verifier's {MAX_DOCUMENT_BYTES} "
+                              "byte bound; "
                               f"{_HOW}")
+
+
+def _check_nesting(raw: bytes) -> None:
+    """Refuses nesting deeper than MAX_NESTING without recursion, in linear time: strings
+    dropped, only brackets kept, the depth is the running sum's maximum."""
+    brackets = np.frombuffer(_JSON_STRING_RE.sub(b"", raw).translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    if brackets.size and int(np.cumsum(np.where((brackets == 91) | (brackets == 123), 1, -1)).max()) > MAX_NESTING:
+        raise InvalidArgument(f"proof document nests deeper than {MAX_NESTING} levels; {_HOW}")
 
 
 def _proof_bytes(value: object, shape: ProofShape, name: str) -> list[int]:
@@ -97,11 +114,13 @@ def _instances(value: object, shape: ProofShape, name: str) -> list[list[str]]:
         raise InvalidArgument(f"ezkl.instances must be a list of lists of field elements (hex strings); {_HOW}")
     count = sum(len(column) for column in value)
     if count != shape.num_instances:
-        raise InvalidArgument(f"ezkl.instances holds {count} field elements; proofs of {name} have {shape.num_instances}")
+        raise InvalidArgument(f"ezkl.instances holds {count} field elements; "
+                              f"proofs of {name} have {shape.num_instances}")
     for column in value:
         for felt in column:
             if not isinstance(felt, str) or not FELT_RE.match(felt):
-                raise InvalidArgument(f"instance {str(felt)[:80]!r} is not a field element (64 hex digits, little-endian)")
+                raise InvalidArgument(f"instance {str(felt)[:80]!r} is not a field element "
+                                      "(64 hex digits, little-endian)")
             if int.from_bytes(bytes.fromhex(felt), "little") >= FIELD_MODULUS:
                 raise InvalidArgument(f"instance {felt} is not below the BN254 field modulus")
     return value
@@ -113,13 +132,15 @@ def parse_proof(raw: bytes, package: CircuitPackage, shape: ProofShape) -> Proof
     if len(raw) > shape.max_document_bytes:
         raise PayloadTooLarge(f"proof document is {len(raw)} bytes; documents for {package.name} are at most "
                               f"{shape.max_document_bytes}; {_HOW}")
+    _check_nesting(raw)
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the parser's stack
         raise InvalidArgument(f"proof is not a zkserve proof document (not JSON: {str(error)[:120]}); {_HOW}") from None
     if not isinstance(document, dict) or not isinstance(document.get("ezkl"), dict):
         raise InvalidArgument(f"proof is not a zkserve proof document (no `ezkl` object); {_HOW}")
-    model_id, rows, meta, data = document.get("model_id"), document.get("rows", 1), document.get("meta") or {}, document["ezkl"]
+    model_id, rows, data = document.get("model_id"), document.get("rows", 1), document["ezkl"]
+    meta = document.get("meta") or {}
     if not isinstance(model_id, str) or len(model_id) > 80:
         raise InvalidArgument(f"proof document's model_id must be a 0x-hex string; {_HOW}")
     if type(rows) is not int or not 1 <= rows <= shape.batch_size:  # noqa: E721

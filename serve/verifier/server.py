@@ -65,10 +65,12 @@ class VerifierServer:
         self.metrics = VerifierMetrics(self.outbox)
         # Threads for every admitted RPC and stream plus a reserve, so health always has one;
         # grpc refuses anything past that (RESOURCE_EXHAUSTED) instead of queueing it.
-        interceptor = GuardInterceptor(self.guard, self.limits,
-                                       lambda method, code: self.metrics.rpcs.labels(method.rsplit("/", 1)[-1], code).inc())
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self.limits.threads, thread_name_prefix="verifier-rpc"),
-                                interceptors=[interceptor], maximum_concurrent_rpcs=self.limits.threads)
+        def count_refused(method: str, code: str) -> None:
+            self.metrics.rpcs.labels(method.rsplit("/", 1)[-1], code).inc()
+
+        interceptor = GuardInterceptor(self.guard, self.limits, count_refused)
+        pool = futures.ThreadPoolExecutor(max_workers=self.limits.threads, thread_name_prefix="verifier-rpc")
+        self.grpc = grpc.server(pool, interceptors=[interceptor], maximum_concurrent_rpcs=self.limits.threads)
         verifier_pb2_grpc.add_VerifierServicer_to_server(
             VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics,
                             stream_max_s=float(self.settings["stream_max_s"]),

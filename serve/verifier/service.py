@@ -202,7 +202,8 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         if existing is not None:
             return pb.SubmitResponse(attestation=self._record(existing), already_submitted=True)
         if self.max_queued_proofs > 0 and self.outbox.counts().get("pending", 0) >= self.max_queued_proofs:
-            raise ResourceExhausted(f"the verifier has {self.max_queued_proofs} proofs waiting for the chain, its bound "
+            raise ResourceExhausted(f"the verifier has {self.max_queued_proofs} proofs waiting for the chain, "
+                                    "its bound "
                                     "(verifier.max_queued_proofs); retry later")
         self.registry.require_registered(package.model_id, package.name)
         self.queued.reserve(principal, proof.proof_hash)

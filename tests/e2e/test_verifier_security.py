@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 import socket
 import subprocess
@@ -25,7 +24,6 @@ from serve.ports import free_port
 from serve.security import KeyStore
 from serve.verifier.client import VerifierClient, status_name
 from tests.e2e.conftest import REPO, VerifierProcess, setup_registry
-from zkserve.v1 import verifier_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 FAKE_KEY = "FAKEAPIKEY0123456789abcdef"
@@ -45,7 +43,8 @@ class SecureVerifier(VerifierProcess):
         self.env_overrides.update(env_overrides)
         log = self.state_dir / f"verifier-{len(self.logs)}.log"
         self.logs.append(log)
-        command = [sys.executable, "-m", "serve.verifier"] + [arg for p in self.packages for arg in ("--package", str(p))]
+        command = [sys.executable, "-m", "serve.verifier"]
+        command += [arg for package in self.packages for arg in ("--package", str(package))]
         with open(log, "wb") as stream:
             self.process = subprocess.Popen(command, cwd=REPO, env=self.env(), stdout=stream, stderr=subprocess.STDOUT)
         client = self.client()
@@ -106,7 +105,8 @@ def test_api_keys_rights_and_revocation(guarded, keys, mlp_package, mlp_proofs):
     proof = mlp_proofs[0]
     assert health(guarded.target) == health_pb2.HealthCheckResponse.SERVING  # open, no token
     cases = [
-        (None, lambda c: c.verify(mlp_package.model_id, proof), grpc.StatusCode.UNAUTHENTICATED, "authorization: Bearer"),
+        (None, lambda c: c.verify(mlp_package.model_id, proof), grpc.StatusCode.UNAUTHENTICATED,
+         "authorization: Bearer"),
         ("zks_0123456789ab.forged", lambda c: c.verify(mlp_package.model_id, proof), grpc.StatusCode.UNAUTHENTICATED,
          "unknown or revoked"),
         (tokens["reader"], lambda c: c.submit(mlp_package.model_id, proof), grpc.StatusCode.PERMISSION_DENIED,
