@@ -159,6 +159,20 @@ def test_quotas_rate_and_queued_proofs(guarded, keys, mlp_package, mlp_proofs):
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "1 proofs queued" in error.details()
 
 
+def test_global_bound_on_queued_proofs(module_anvil, tmp_path, mlp_package, mlp_proofs):
+    setup_registry(module_anvil.url, tmp_path, [mlp_package])
+    service = SecureVerifier(tmp_path, module_anvil.url, [mlp_package.root])
+    client = service.start(ZKSERVE_VERIFIER_MAX_QUEUED_PROOFS="1", ZKSERVE_VERIFIER_ANCHOR_BATCH_SIZE="1000",
+                           ZKSERVE_VERIFIER_ANCHOR_MAX_AGE_S="3600")
+    try:
+        assert status_name(client.submit(mlp_package.model_id, mlp_proofs[6]).attestation) == "pending"
+        error = rpc_error(lambda: client.submit(mlp_package.model_id, mlp_proofs[7]))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "verifier.max_queued_proofs" in error.details()
+    finally:
+        client.close()
+        service.stop()
+
+
 def test_the_200_mb_document_is_refused_at_once(guarded, mlp_package):
     raw = b'{"model_id":"0x","ezkl":{"proof":200000000,"instances":[]}}'
     with guarded.client(token=KeyStore(guarded.state_dir / "auth" / "keys.json").create("t", ["verify"])[1]) as client:
