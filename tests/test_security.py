@@ -203,3 +203,19 @@ def test_rpc_limits_refuse_past_each_cap_and_free_slots_once():
     second()
     stream()
     limits.acquire(True)
+
+
+def test_a_key_store_made_public_under_a_running_guard_fails_closed(tmp_path, caplog):
+    from serve.errors import Unavailable
+
+    path = tmp_path / "keys.json"
+    _, token = KeyStore(path).create("ci", ["verify"])
+    guard = Guard.from_settings(True, path)
+    assert guard.check_store() == 1
+    os.chmod(path, 0o644)
+    os.utime(path, ns=(1, 1))  # a changed file is read again
+    with pytest.raises(Unavailable, match="cannot read its API key store"):
+        guard.authenticate(bearer(token), VERIFY)
+    assert "chmod 600" in caplog.text
+    with pytest.raises(InsecureFile):
+        Guard.from_settings(True, path).check_store()  # and a service does not start on it

@@ -70,7 +70,7 @@ def verifier_command(
                                           help="allow binding beyond loopback with verifier.auth_enabled false"),
 ) -> None:
     """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
-    from serve.security import InsecureBind, install_log_redaction
+    from serve.security import InsecureBind, KeyStoreError, install_log_redaction
     from serve.security.tls import TlsConfigError
     from serve.verifier.server import run_verifier
 
@@ -78,7 +78,7 @@ def verifier_command(
     install_log_redaction()
     try:
         run_verifier(load_config(config), package, insecure_no_auth)
-    except (ChainError, SigningKeyError, ConfigError, OSError, InsecureBind, TlsConfigError) as error:
+    except (ChainError, SigningKeyError, ConfigError, OSError, InsecureBind, KeyStoreError, TlsConfigError) as error:
         _fail(str(error))
 
 

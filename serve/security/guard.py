@@ -9,14 +9,18 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from serve.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from serve.security.keystore import RIGHTS, KeyStore
+from serve.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
+from serve.security.files import InsecureFile
+from serve.security.keystore import RIGHTS, KeyStore, KeyStoreError
+
+log = logging.getLogger(__name__)
 
 # Methods anyone may call: liveness and readiness only.
 OPEN_METHODS = frozenset({
@@ -119,6 +123,17 @@ class Guard:
                       burst_s: float = 2.0) -> "Guard":
         return cls(bool(auth_enabled), KeyStore(Path(keys_file)) if auth_enabled else None, requests_per_s, burst_s)
 
+    def check_store(self) -> int:
+        """At start: the key store is readable and private (raises InsecureFile/KeyStoreError);
+        the number of active keys."""
+        if not self.auth_enabled:
+            return 0
+        active = sum(key.active for key in self.store.keys())
+        if not active:
+            log.warning("authentication is on but %s holds no active API key: every call but health will be "
+                        "refused; create one with `zkserve keys create NAME --right verify`", self.store.path)
+        return active
+
     @staticmethod
     def token_of(metadata: Mapping[str, str]) -> str | None:
         value = metadata.get("authorization") or ""
@@ -132,7 +147,12 @@ class Guard:
         if token is None:
             raise Unauthenticated(f"{method} needs an API key: send the metadata header "
                                   f"'authorization: Bearer <token>' (tokens come from `zkserve keys create`)")
-        key = self.store.lookup(token)
+        try:
+            key = self.store.lookup(token)
+        except (InsecureFile, KeyStoreError) as error:  # changed under a running service
+            log.error("API key store unusable: %s", error)
+            raise Unavailable("the service cannot read its API key store; the operator must fix it "
+                              "(see its log)") from None
         if key is None:
             raise Unauthenticated("the API key is unknown or revoked; ask the operator for a valid one")
         principal = Principal(key.key_id, frozenset(key.rights), key.requests_per_s)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from serve.chain.keys import take_key_from_environ
 from serve.config import load_config
-from serve.security import INSECURE_FLAG, InsecureBind, InsecureFile, install_log_redaction
+from serve.security import INSECURE_FLAG, InsecureBind, InsecureFile, KeyStoreError, install_log_redaction
+from serve.security.tls import TlsConfigError
 from serve.verifier.server import run_verifier
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     install_log_redaction()
     try:
         run_verifier(load_config(args.config), args.package, args.insecure_no_auth)
-    except (InsecureBind, InsecureFile) as error:
+    except (InsecureBind, InsecureFile, KeyStoreError, TlsConfigError) as error:
         print(f"verifier: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
 

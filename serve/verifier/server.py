@@ -49,6 +49,7 @@ class VerifierServer:
         require_safe_bind(self.settings["host"], bool(self.settings["auth_enabled"]), insecure_no_auth,
                           "verifier.auth_enabled", "the verifier service")
         self.guard = verifier_guard(zk)
+        self.guard.check_store()
         self.limits = RpcLimits(int(self.settings["max_concurrent_rpcs"]), int(self.settings["max_streams"]))
         credentials = None
         if self.settings["tls_cert_file"] or self.settings["tls_key_file"]:
