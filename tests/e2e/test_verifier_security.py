@@ -289,10 +289,11 @@ def outside_address() -> str | None:
 
 def test_binds_loopback_only_and_refuses_open_non_loopback(guarded, tmp_path):
     address = outside_address()
-    if address is not None:
-        with pytest.raises(OSError):
-            socket.create_connection((address, guarded.port), timeout=2).close()
-    socket.create_connection(("127.0.0.1", guarded.port), timeout=2).close()
+    for port in (guarded.port, guarded.metrics_port):  # gRPC and Prometheus: loopback only
+        if address is not None:
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=2).close()
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
     env = {**os.environ, "ZKSERVE_HOME": str(tmp_path), "ZKSERVE_VERIFIER_HOST": "0.0.0.0",
            "ZKSERVE_VERIFIER_PORT": str(free_port()), "ZKSERVE_CHAIN_RPC_URL": "http://127.0.0.1:9"}
     result = subprocess.run([sys.executable, "-m", "serve.verifier"], cwd=REPO, env=env, capture_output=True,
