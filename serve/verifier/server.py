@@ -18,6 +18,7 @@ from serve.chain.registry import Registry
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import ModelCatalog
 from serve.verifier.outbox import Outbox
+from serve.verifier.reconcile import DEFAULT_INTERVAL_S, ChainTruth, Reconciler
 from serve.verifier.sender import ChainSender
 from serve.verifier.service import RegistryHandle, VerifierService
 from zkserve.v1 import verifier_pb2, verifier_pb2_grpc
@@ -41,12 +42,16 @@ class VerifierServer:
         self.connection: ChainConnection = connect(zk)
         chain = self.connection.client
         self.registry = RegistryHandle(lambda: Registry.ensure(chain, state_dir))
-        self.sender = ChainSender(self.outbox, chain, self.registry, self.settings)
+        self.metrics = VerifierMetrics(self.outbox)
+        self.reconciler = Reconciler(self.outbox, chain, self.registry, self.registry.refresh, self.catalog.resolve,
+                                     state_dir, float(self.settings.get("reconcile_interval_s", DEFAULT_INTERVAL_S)),
+                                     self.metrics)
+        self.sender = ChainSender(self.outbox, chain, self.registry, self.settings, self.reconciler)
         self.health = health.HealthServicer()
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="verifier-rpc"))
-        self.metrics = VerifierMetrics(self.outbox)
+        truth = ChainTruth(lambda: self.registry.resolved, self.reconciler)
         verifier_pb2_grpc.add_VerifierServicer_to_server(
-            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics), self.grpc)
+            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics, truth=truth), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         address = f"{self.settings['host']}:{self.settings['port']}"

@@ -22,6 +22,7 @@ from serve.merkle import instances_hash, leaf_of
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
 from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
+from serve.verifier.reconcile import ChainTruth
 from zkserve.v1 import verifier_pb2 as pb
 from zkserve.v1 import verifier_pb2_grpc
 
@@ -100,6 +101,13 @@ class RegistryHandle:
     def resolved(self) -> Registry | None:
         return self._registry
 
+    def refresh(self) -> Registry:
+        """Resolves the registry again (the chain lost it): forgets what was known."""
+        with self._lock:
+            self._registry = self._resolve()
+            self._registered.clear()
+            return self._registry
+
     def require_registered(self, model_id: str, name: str) -> None:
         if model_id in self._registered:
             return
@@ -120,7 +128,8 @@ class RegistryHandle:
 
 class VerifierService(verifier_pb2_grpc.VerifierServicer):
     def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0,
-                 metrics: VerifierMetrics | None = None):
+                 metrics: VerifierMetrics | None = None, truth: ChainTruth | None = None):
+        self.truth = truth  # the chain is the truth: a record is shown final only while it holds
         self.catalog = catalog
         self.outbox = outbox
         self.registry = registry
@@ -164,6 +173,8 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         return package, proof, verdict, "0x" + digest.hex(), "0x" + leaf.hex()
 
     def _record(self, record: ProofRecord) -> pb.AttestationRecord:
+        if self.truth is not None:
+            record = self.truth.check(record)
         registry = self.registry.resolved
         return pb.AttestationRecord(
             proof_hash=record.proof_hash, model_id=record.model_id, status=STATUS[record.status],
@@ -206,7 +217,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
             return pb.SubmitResponse(attestation=self._record(existing), already_submitted=True)
         self.registry.require_registered(package.model_id, package.name)
         record, added = self.outbox.add(proof.proof_hash, package.model_id, mode, digest, leaf,
-                                        proof=proof.proof_bytes, instances=proof.instances)
+                                        proof=proof.proof_bytes, instances=proof.instances, rows=package.batch_size)
         log.info("queued %s (%s, %s)", proof.proof_hash, package.name, mode)
         return pb.SubmitResponse(attestation=self._record(record), already_submitted=not added)
 
