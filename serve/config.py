@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "confirmations": 1,
         "retry_base_s": 0.5,
         "retry_max_s": 30.0,
+        "reconcile_interval_s": 30.0,  # how often the verifier checks its records against the chain
     },
     "chain": {
         "rpc_url": None,  # None -> start the local anvil

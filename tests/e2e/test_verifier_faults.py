@@ -187,6 +187,30 @@ def test_kill_9_with_its_anvil_chain_comes_back_older(verifier_factory, tmp_path
     client.close()
 
 
+def test_deprecated_model_ends_rejected_not_retried(anvil_factory, verifier_factory, tmp_path, mlp_package,
+                                                   mlp_proofs):
+    """A revert no retry can fix ends in a final status with the reason, counted in metrics."""
+    import urllib.request
+
+    node = anvil_factory()
+    registry = setup_registry(node.url, tmp_path, [mlp_package])
+    registry.deprecate_model(mlp_package.model_id, "superseded")
+    service = verifier_factory(node.url, [mlp_package], state_dir=tmp_path)
+    client = service.start()
+    anchor, onchain = mlp_proofs[:2], mlp_proofs[2]
+    for proof in anchor:
+        client.submit(mlp_package.model_id, proof)
+    client.submit(mlp_package.model_id, onchain, mode="onchain")
+    for proof in [*anchor, onchain]:
+        record = client.wait_final(proof.proof_hash, 60)
+        assert status_name(record) == "rejected" and "DeprecatedModel" in record.reason, record
+    assert anchored_events(registry) == []
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'zkserve_verifier_rejected_proofs{reason="DeprecatedModel"} 3.0' in text, text
+    client.close()
+
+
 class FaultyRpcProxy:
     """Forwards JSON-RPC to anvil, failing chosen methods a set number of times: 'refuse'
     answers 503 without forwarding; 'lose_reply' forwards (the node acts on it) and then
