@@ -33,6 +33,25 @@ def to_bytes32(value: str | bytes) -> bytes:
     return raw
 
 
+LOCAL_CHAIN_ID = 31337  # the anvil zkserve starts itself
+
+
+class InsecureSrsRefused(ValueError):
+    """An insecure-SRS package would be registered on a chain others rely on."""
+
+
+def insecure_srs_refusal(package, chain_id: int, local_chain: bool, allow_insecure_srs: bool) -> str | None:
+    """Why registering ``package`` here is refused, or None. A package whose SRS is insecure
+    (the manifest's ``insecure_srs``: whoever made the SRS can forge proofs) may be
+    registered only on the local anvil zkserve started, unless explicitly allowed."""
+    if not package.insecure or allow_insecure_srs or (local_chain and chain_id == LOCAL_CHAIN_ID):
+        return None
+    return (f"{package.name} was compiled with an INSECURE SRS (whoever generated it can forge proofs); "
+            f"refusing to register it on chain {chain_id}, which is not the local anvil zkserve starts. "
+            f"Recompile with a ceremony SRS (`zkserve compile --srs FILE`), or pass --allow-insecure-srs "
+            f"to register it anyway")
+
+
 def hex32(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
@@ -121,10 +140,15 @@ class Registry:
 
     # ---- set-up transactions ----
 
-    def register_model(self, package, state_dir: Path, metadata_uri: str | None = None) -> dict:
+    def register_model(self, package, state_dir: Path, metadata_uri: str | None = None,
+                       allow_insecure_srs: bool = False, local_chain: bool = True) -> dict:
         """Deploys the package's EZKL verifier and binds it to ``package.model_id``; a model
-        already registered is returned as it is (registration happens once)."""
+        already registered is returned as it is (registration happens once). An insecure-SRS
+        package is refused (InsecureSrsRefused) off the local anvil unless allowed."""
         model_id = package.model_id
+        refusal = insecure_srs_refusal(package, self.chain.chain_id(), local_chain, allow_insecure_srs)
+        if refusal:
+            raise InsecureSrsRefused(refusal)
         deployments = Deployments(Path(state_dir) / "chain" / "deployments.json")
         chain_id = self.chain.chain_id()
         if self.is_registered(model_id):
@@ -163,4 +187,4 @@ def deploy_consumer(chain: ChainClient, registry: Registry, model_id: str, input
     return chain.contract(address, compiled.abi), compiled.abi
 
 
-__all__ = ["ROLES", "Registry", "TxReverted", "deploy_consumer", "hex32", "to_bytes32"]
+__all__ = ["ROLES", "InsecureSrsRefused", "Registry", "insecure_srs_refusal", "TxReverted", "deploy_consumer", "hex32", "to_bytes32"]
