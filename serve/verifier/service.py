@@ -185,7 +185,15 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
             chain_id=registry.chain.chain_id() if registry else 0,
             reason=record.reason or (record.last_error if not record.final else "") or "",
             attempts=record.attempts, submitted_at=record.submitted_at, finalized_at=record.finalized_at or 0.0,
+            insecure_srs=self._insecure(record.model_id),
         )
+
+    def _insecure(self, model_id: str) -> bool:
+        """The package's own flag; a model no package is known for counts as insecure."""
+        try:
+            return self.catalog.resolve(model_id).insecure
+        except LookupError:
+            return True
 
     def _lookup(self, proof_hash: str) -> ProofRecord:
         if not HASH_RE.match(proof_hash or ""):
@@ -202,7 +210,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         package, proof, verdict, digest, leaf = self._verify(request)
         return pb.VerifyResponse(valid=verdict.valid, reason=verdict.reason, model_id=package.model_id,
                                  proof_hash=proof.proof_hash, instances=[str(i) for i in proof.instances],
-                                 instances_hash=digest, leaf=leaf)
+                                 instances_hash=digest, leaf=leaf, insecure_srs=package.insecure)
 
     @unary
     def Submit(self, request, context):

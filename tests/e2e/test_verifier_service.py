@@ -49,6 +49,7 @@ def test_verify_accepts_a_real_proof(stack, mlp_package, mlp_proofs):
     proof = mlp_proofs[0]
     reply = client.verify(mlp_package.model_id, proof)
     assert reply.valid and not reply.reason
+    assert reply.insecure_srs is mlp_package.insecure is True  # the demo's dev SRS travels with the answer
     assert reply.proof_hash == proof.proof_hash
     assert [int(i) for i in reply.instances] == proof.instances
     assert client.verify(mlp_package.name, proof).valid  # by package name too
@@ -98,6 +99,7 @@ def test_anchor_mode_end_to_end(stack, mlp_package, mlp_proofs):
     proofs = mlp_proofs[1:4]
     submitted = [client.submit(mlp_package.model_id, p, mode="anchor") for p in proofs]
     assert all(s.attestation.status == pb.ATTESTATION_STATUS_PENDING for s in submitted)
+    assert all(s.attestation.insecure_srs for s in submitted)
     assert client.submit(mlp_package.model_id, proofs[0]).already_submitted
     records = [client.wait_final(p.proof_hash, 60) for p in proofs]
     for proof, record in zip(proofs, records):
