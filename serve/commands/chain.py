@@ -237,9 +237,49 @@ def usage_command(
                       f"total {info['anchored_rows'] + info['attested_rows']}")
 
 
+def roles_command(
+    action: str = typer.Argument("show", help="show | grant | revoke"),
+    role: Optional[str] = typer.Argument(None, help="registrar | anchorer"),
+    account: Optional[str] = typer.Argument(None, help="0x address"),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Who holds which role in the registry; the owner grants and revokes registrar and anchorer."""
+    from eth_utils import is_address
+
+    from serve.chain.registry import ROLES
+
+    if action not in ("show", "grant", "revoke"):
+        _fail(f"unknown action {action!r}; use show, grant or revoke")
+    if action != "show":
+        if role not in ("registrar", "anchorer"):
+            _fail("give the role: registrar or anchorer (ownership moves with transferOwnership/acceptOwnership)")
+        if not account or not is_address(account):
+            _fail(f"give the account as a 0x address, not {account!r}")
+    zk = _config(config)
+    connection, registry = _chain(zk)
+    try:
+        if action == "grant":
+            registry.grant_role(role, account)
+        elif action == "revoke":
+            registry.revoke_role(role, account)
+        holders: dict[str, set[str]] = {name: set() for name in ROLES}
+        names = {value: name for name, value in ROLES.items()}
+        for event in registry.contract.events.RoleGranted.get_logs(from_block=0):
+            holders[names.get(event["args"]["role"], "other")].add(event["args"]["account"])
+        console.print(f"registry {registry.address}  chain {registry.chain.chain_id()}  owner {registry.owner()}")
+        for name in ("registrar", "anchorer"):
+            current = sorted(a for a in holders[name] if registry.has_role(name, a))
+            console.print(f"  {name}: {', '.join(current) or 'nobody'}")
+    except ChainError as error:
+        _fail(str(error))
+    finally:
+        connection.close()
+
+
 def register(app: typer.Typer) -> None:
     app.command("verifier")(verifier_command)
     app.command("register")(register_command)
     app.command("verify")(verify_command)
     app.command("attestation")(attestation_command)
     app.command("usage")(usage_command)
+    app.command("roles")(roles_command)

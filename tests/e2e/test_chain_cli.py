@@ -68,3 +68,13 @@ def test_usage_and_insecure_srs_refusal(tmp_path, mlp_package, mlp_proofs):
         assert f"anchored rows 3  attested rows {mlp_package.batch_size}" in usage.stderr, usage.stderr
         every = run_cli("usage", env=by_url, timeout=180)
         assert every.returncode == 0 and mlp_package.model_id in every.stderr, every.stderr
+
+        outsider = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's second dev account
+        granted = run_cli("roles", "grant", "anchorer", outsider, env=by_url, timeout=180)
+        assert granted.returncode == 0 and f"anchorer: {outsider}" in granted.stderr.replace(
+            registry.chain.address + ", ", ""), granted.stderr
+        assert registry.has_role("anchorer", outsider)
+        revoked = run_cli("roles", "revoke", "anchorer", outsider, env=by_url, timeout=180)
+        assert revoked.returncode == 0 and not registry.has_role("anchorer", outsider), revoked.stderr
+        bad = run_cli("roles", "grant", "owner", outsider, env=by_url, timeout=60)
+        assert bad.returncode == 1 and "registrar or anchorer" in bad.stderr
