@@ -4,6 +4,7 @@ and pure functions, no chain or server."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -101,3 +102,21 @@ def test_insecure_srs_refusal(insecure, chain_id, local, allow, refused):
     assert (message is not None) == refused
     if refused:
         assert "--allow-insecure-srs" in message and str(chain_id) in message
+
+
+def test_a_failed_reconciliation_is_retried_soon_not_on_every_step(tmp_path):
+    from serve.chain.client import ChainUnavailable
+    from serve.verifier.reconcile import RETRY_S, Reconciler
+
+    def down():
+        raise ChainUnavailable("http://node unreachable")
+
+    reconciler = Reconciler(Outbox(tmp_path / "o.sqlite"), chain=None, registry=down, refresh_registry=down,
+                            package_of=down, state_dir=tmp_path, interval_s=30)
+    assert reconciler.due()
+    with pytest.raises(ChainUnavailable):
+        reconciler.run()
+    assert not reconciler.due()
+    assert reconciler.due(time.monotonic() + RETRY_S + 0.1)
+    reconciler.request_full()
+    assert reconciler.due()

@@ -31,6 +31,7 @@ from serve.verifier.outbox import ANCHOR, ANCHORED, ATTESTED, PENDING, Batch, Ou
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 30.0
+RETRY_S = 2.0  # after a failed pass (chain down): try again this soon, not on every sender step
 
 
 @dataclass
@@ -63,11 +64,12 @@ class Reconciler:
         self.last_report: ReconcileReport | None = None
 
     def due(self, now: float | None = None) -> bool:
-        return self._full_requested.is_set() or (time.monotonic() if now is None else now) >= self._next_at
+        return (time.monotonic() if now is None else now) >= self._next_at
 
     def request_full(self) -> None:
         """Something (GetAttestation) saw the chain deny a record: check everything soon."""
         self._full_requested.set()
+        self._next_at = 0.0
 
     def _count(self, what: str, n: int = 1) -> None:
         if self.metrics is not None and n:
@@ -81,6 +83,7 @@ class Reconciler:
         except BaseException:
             if full:
                 self._full_requested.set()  # not done: do it again next time
+            self._next_at = time.monotonic() + min(self.interval_s, RETRY_S)
             raise
         self._next_at = time.monotonic() + self.interval_s
         self.last_report = report
