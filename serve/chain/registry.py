@@ -171,10 +171,12 @@ class Registry:
         return self.chain.transact(self.contract.functions.deprecateModel(to_bytes32(model_id), reason), self.abi)
 
     def grant_role(self, role: str, account: str) -> dict:
-        return self.chain.transact(self.contract.functions.grantRole(ROLES[role], to_checksum_address(account)), self.abi)
+        call = self.contract.functions.grantRole(ROLES[role], to_checksum_address(account))
+        return self.chain.transact(call, self.abi)
 
     def revoke_role(self, role: str, account: str) -> dict:
-        return self.chain.transact(self.contract.functions.revokeRole(ROLES[role], to_checksum_address(account)), self.abi)
+        call = self.contract.functions.revokeRole(ROLES[role], to_checksum_address(account))
+        return self.chain.transact(call, self.abi)
 
 
 def deploy_consumer(chain: ChainClient, registry: Registry, model_id: str, input_index: int, score_index: int,
@@ -187,4 +189,5 @@ def deploy_consumer(chain: ChainClient, registry: Registry, model_id: str, input
     return chain.contract(address, compiled.abi), compiled.abi
 
 
-__all__ = ["ROLES", "InsecureSrsRefused", "Registry", "insecure_srs_refusal", "TxReverted", "deploy_consumer", "hex32", "to_bytes32"]
+__all__ = ["ROLES", "InsecureSrsRefused", "Registry", "TxReverted", "deploy_consumer", "hex32", "insecure_srs_refusal",
+           "to_bytes32"]

@@ -80,8 +80,8 @@ def verifier_command(
 def register_command(
     model: str = typer.Argument(..., help="circuit package directory, model id, package name or demo name"),
     metadata_uri: Optional[str] = typer.Option(None, help="stored with the model in the registry"),
-    allow_insecure_srs: bool = typer.Option(False, "--allow-insecure-srs",
-                                            help="register an INSECURE-SRS package on a chain other than the local anvil"),
+    allow_insecure_srs: bool = typer.Option(
+        False, "--allow-insecure-srs", help="register an INSECURE-SRS package on a chain other than the local anvil"),
     config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Deploy the model's EZKL verifier and bind it to its model id in the registry (once)."""
@@ -197,7 +197,8 @@ def attestation_command(
 
 
 def usage_command(
-    model: Optional[str] = typer.Argument(None, help="model id, package name or directory (default: every registered model)"),
+    model: Optional[str] = typer.Argument(
+        None, help="model id, package name or directory (default: every registered model)"),
     config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Rows proven per model, as the registry on chain counts them: under anchored roots (the

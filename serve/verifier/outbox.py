@@ -236,13 +236,14 @@ class Outbox:
         now = time.time() if now is None else now
         formed = 0
         with self._transaction() as db:
-            for row in db.execute("SELECT proof_hash, model_id, rows FROM proofs WHERE mode = 'onchain' AND status = 'pending'"
-                                  " AND batch_id IS NULL ORDER BY submitted_at").fetchall():
+            for row in db.execute("SELECT proof_hash, model_id, rows FROM proofs WHERE mode = 'onchain'"
+                                  " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at").fetchall():
                 batch_id = self._insert_batch(db, ONCHAIN, None, 1, [row["model_id"]], [row["rows"]], now)
                 db.execute("UPDATE proofs SET batch_id = ? WHERE proof_hash = ?", (batch_id, row["proof_hash"]))
                 formed += 1
             while True:
-                rows = db.execute("SELECT proof_hash, model_id, leaf, rows, submitted_at FROM proofs WHERE mode = 'anchor'"
+                rows = db.execute("SELECT proof_hash, model_id, leaf, rows, submitted_at FROM proofs"
+                                  " WHERE mode = 'anchor'"
                                   " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at, rowid LIMIT ?",
                                   (anchor_batch_size,)).fetchall()
                 if not rows or (len(rows) < anchor_batch_size and now - rows[0]["submitted_at"] < anchor_max_age_s):
@@ -261,7 +262,8 @@ class Outbox:
     @staticmethod
     def _insert_batch(db, kind: str, root: str | None, size: int, model_ids: list[str], model_rows: list[int],
                       now: float) -> int:
-        return db.execute("INSERT INTO batches (kind, root, size, model_ids, model_rows, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        return db.execute("INSERT INTO batches (kind, root, size, model_ids, model_rows, created_at)"
+                          " VALUES (?, ?, ?, ?, ?, ?)",
                           (kind, root, size, json.dumps(model_ids), json.dumps(model_rows), now)).lastrowid
 
     def oldest_unbatched_age(self, now: float | None = None) -> float | None:
@@ -319,7 +321,8 @@ class Outbox:
             kind = db.execute("SELECT kind FROM batches WHERE id = ?", (batch_id,)).fetchone()["kind"]
             now = time.time()
             db.execute("UPDATE batches SET state = 'confirmed', tx_hash = ?, block_number = ?, block_hash = ?,"
-                       " confirmed_at = ?, last_error = NULL WHERE id = ?", (tx_hash, block_number, block_hash, now, batch_id))
+                       " confirmed_at = ?, last_error = NULL WHERE id = ?",
+                       (tx_hash, block_number, block_hash, now, batch_id))
             db.execute("UPDATE proofs SET status = ?, finalized_at = ?, reason = NULL WHERE batch_id = ?",
                        (ANCHORED if kind == ANCHOR else ATTESTED, now, batch_id))
 
@@ -330,8 +333,8 @@ class Outbox:
             now = time.time()
             db.execute("UPDATE batches SET state = 'rejected', tx_hash = ?, last_error = ? WHERE id = ?", (tx_hash, reason, batch_id))
             scope, args = ("", ()) if model_id is None else (" AND model_id = ?", (model_id,))
-            db.execute(f"UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL WHERE batch_id = ?{scope}",
-                       (reason, now, batch_id, *args))
+            db.execute("UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL"
+                       f" WHERE batch_id = ?{scope}", (reason, now, batch_id, *args))
             db.execute("UPDATE proofs SET batch_id = NULL, merkle_path = NULL WHERE batch_id = ? AND status = 'pending'",
                        (batch_id,))
 
