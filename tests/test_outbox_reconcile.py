@@ -120,3 +120,19 @@ def test_a_failed_reconciliation_is_retried_soon_not_on_every_step(tmp_path):
     assert reconciler.due(time.monotonic() + RETRY_S + 0.1)
     reconciler.request_full()
     assert reconciler.due()
+
+
+def test_a_lost_registration_without_the_registrar_role_is_reported(tmp_path):
+    from types import SimpleNamespace as Fake
+
+    from serve.verifier.reconcile import Reconciler
+
+    registry = Fake(address="0xREG", is_registered=lambda _: False, is_deprecated=lambda _: False,
+                    has_role=lambda role, account: role == "anchorer")
+    chain = Fake(address="0xANCHORER", chain_id=lambda: 1)
+    reconciler = Reconciler(Outbox(tmp_path / "o.sqlite"), chain, lambda: registry, lambda: registry,
+                            package_of=lambda _: pytest.fail("must not register without the role"), state_dir=tmp_path)
+    problem = reconciler.register_again("0xaa")
+    assert "lacks the registrar role" in problem and "0xANCHORER" in problem
+    registry.is_deprecated = lambda _: True
+    assert reconciler.register_again("0xaa") == "the model is deprecated"
