@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from serve.chain.client import ChainClient, ChainError, ChainUnavailable, NonceTooLow, SignedTx, TxReverted
@@ -34,9 +35,13 @@ FINAL_ERRORS = ("ProofRejected", "ProofRecordedUnderOtherModel", "DeprecatedMode
 
 class ChainSender:
     def __init__(self, outbox: Outbox, chain: ChainClient, registry: Callable[[], Registry], settings: dict,
-                 reconciler: Reconciler | None = None):
+                 reconciler: Reconciler | None = None, durable: Callable[[float], bool] | None = None):
+        """``durable(t)``: whether the node has persisted its state since time ``t`` (the local
+        anvil's periodic dump); a receipt counts as confirmed only once it is on disk."""
         self.outbox = outbox
         self.reconciler = reconciler
+        self.durable = durable
+        self._seen: dict[str, float] = {}  # tx hash -> when its receipt was first seen
         self.chain = chain
         self._registry = registry  # resolved lazily: the chain may be down when the service starts
         self.batch_size = int(settings["anchor_batch_size"])
@@ -122,6 +127,9 @@ class ChainSender:
             if depth < self.confirmations:
                 self.outbox.wait_for_change(IDLE_WAIT_S)
                 return True
+            if receipt["status"] == 1 and not self._persisted(tx.tx_hash):
+                self.outbox.wait_for_change(IDLE_WAIT_S)
+                return True
             if receipt["status"] == 1:
                 block_hash = receipt.get("blockHash")
                 self.outbox.confirm(batch.id, tx.tx_hash, receipt["blockNumber"],
@@ -145,6 +153,17 @@ class ChainSender:
             except NonceTooLow:
                 return False
         self.outbox.wait_for_change(IDLE_WAIT_S)
+        return True
+
+    def _persisted(self, tx_hash: str) -> bool:
+        """The local anvil keeps blocks in memory and dumps them every second: a block counts
+        as confirmed only after a dump that followed its receipt, so a kill -9 loses none."""
+        if self.durable is None:
+            return True
+        seen = self._seen.setdefault(tx_hash, time.time())
+        if not self.durable(seen):
+            return False
+        self._seen.pop(tx_hash, None)
         return True
 
     def _reverted(self, batch: Batch, error: TxReverted) -> None:

@@ -46,7 +46,8 @@ class VerifierServer:
         self.reconciler = Reconciler(self.outbox, chain, self.registry, self.registry.refresh, self.catalog.resolve,
                                      state_dir, float(self.settings.get("reconcile_interval_s", DEFAULT_INTERVAL_S)),
                                      self.metrics)
-        self.sender = ChainSender(self.outbox, chain, self.registry, self.settings, self.reconciler)
+        self.sender = ChainSender(self.outbox, chain, self.registry, self.settings, self.reconciler,
+                                  durable=self.connection.durable_since)
         self.health = health.HealthServicer()
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="verifier-rpc"))
         truth = ChainTruth(lambda: self.registry.resolved, self.reconciler)
