@@ -80,3 +80,29 @@ def test_domain_screen_names_input_feature_value_and_domain(tmp_path):
     assert row_ids.tolist() == [0, 2] and lines.tolist() == [1, 3]
     assert [(e.row_id, e.line, e.stage) for e in errors] == [(1, 2, "domain"), (3, 4, "domain")]
     assert "input 'x' feature 2 of row 1 is 10" in errors[0].reason and "[-1, 1]" in errors[0].reason
+
+
+def test_package_travels_by_model_id_into_a_private_cache(tmp_path):
+    import stat
+
+    from circuits import CompileOptions
+    from circuits.demo import ensure_demo_packages
+    from circuits.package import CircuitPackage, PackageError
+    from circuits.transport import materialize, pack_package
+
+    source = ensure_demo_packages(["demo-mlp"], CompileOptions(batch=8))["demo-mlp"]
+    copy = tmp_path / "head-state" / "pkg"
+    import shutil
+
+    shutil.copytree(source.root, copy)
+    packed = pack_package(CircuitPackage.load(copy))
+    copy.parent.rename(tmp_path / "gone")  # the head's paths are unreadable from now on
+    cache = tmp_path / "node-cache"
+    package = materialize(source.model_id, packed, cache)
+    assert package.model_id == source.model_id and package.root.parent == cache
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert materialize(source.model_id, packed, cache).root == package.root  # cached
+    with pytest.raises(PackageError):
+        materialize("0x" + "00" * 32, packed, tmp_path / "other-cache")  # a package is not another model
+    (package.root / "settings.json").write_text("{}")  # a corrupted cache entry is replaced, not used
+    assert materialize(source.model_id, packed, cache).settings_path.read_text() != "{}"

@@ -183,7 +183,8 @@ def test_verify_job_catches_a_changed_output(scoring_job, tmp_path):
     assert run_cli("verify", str(copy), *expected).returncode == 1
     verified = run_cli("verify", str(scoring_job["output"]), *expected)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert package.model_id in verified.stdout and "SRS" in verified.stdout
+    shown = verified.stdout + verified.stderr
+    assert package.model_id in shown and "SRS" in shown
     missing = run_cli("verify", str(scoring_job["output"]))
     assert missing.returncode != 0 and "--model" in missing.stdout + missing.stderr
 
