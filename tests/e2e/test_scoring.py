@@ -192,9 +192,9 @@ def test_verify_job_catches_a_changed_output(scoring_job, tmp_path):
 def test_verify_catches_an_input_line_changed_after_scoring(scoring_job, tmp_path):
     package = ensure_demo_packages(["demo-mlp"], CompileOptions(batch=PROOF_BATCH))["demo-mlp"]
     lines = scoring_job["input"].read_text().splitlines()
-    cells = lines[12].split(",")  # data row 10
+    cells = lines[11].split(",")  # data row 10 (line 1 is the header)
     cells[0] = repr(float(cells[0]) + 0.25)
-    lines[12] = ",".join(cells)
+    lines[11] = ",".join(cells)
     changed = tmp_path / "portfolio.csv"
     changed.write_text("\n".join(lines) + "\n")
     report = verify_job(scoring_job["output"], package, changed)

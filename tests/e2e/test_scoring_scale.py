@@ -150,3 +150,41 @@ def test_changed_input_line_caught(sampled_job, tmp_path):
     report = verify_job(sampled_job["output"], sampled_job["package"], changed)
     assert any("sha256 differs" in p for p in report.problems)
     assert any(p.startswith("row 1000 (line 1002)") for p in report.problems), report.problems[:5]
+
+
+def test_submit_anchors_the_root_and_seeds_the_sample_with_its_block(tmp_path, module_anvil, monkeypatch, mlp_rows):
+    """--submit on a sampled job: the root is anchored on the real registry (anvil) before the
+    sample is drawn, the seed is the anchoring block's hash, and the sampled proofs are attested
+    by the real verifier service."""
+    import ray
+
+    from serve.chain.keys import ANVIL_DEV_KEY
+    from serve.scoring import ScoreOptions, score
+    from tests.e2e.conftest import VerifierProcess, dev_chain, setup_registry
+
+    package = ensure_demo_packages(["demo-mlp"], CompileOptions(batch=PROOF_BATCH))["demo-mlp"]
+    state_dir = tmp_path / "verifier-home"
+    state_dir.mkdir()
+    registry = setup_registry(module_anvil.url, state_dir, [package])
+    monkeypatch.setenv("ZKSERVE_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("ZKSERVE_CHAIN_RPC_URL", module_anvil.url)
+    monkeypatch.setenv("ZKSERVE_CHAIN_PRIVATE_KEY", ANVIL_DEV_KEY)
+    input_path = generate_csv(tmp_path / "rows.csv", 2000, mlp_rows.shape[1])
+    service = VerifierProcess(state_dir, module_anvil.url, [package.root])
+    service.start()
+    try:
+        summary = score(ScoreOptions("demo-mlp", input_path, tmp_path / "job", proof_batch=PROOF_BATCH, sample=0.01,
+                                     submit=True, verifier=service.target, progress=False))
+    finally:
+        service.stop()
+        ray.shutdown()
+    audit = summary.audit
+    assert audit["seed_source"] == "anchor_block_hash" and audit["sample_size"] == 20
+    anchor = audit["anchor"]
+    on_chain = registry.anchor_info(audit["root"])
+    assert on_chain["block_number"] == anchor["block_number"] and on_chain["count"] == 2000
+    block = dev_chain(module_anvil.url).w3.eth.get_block(anchor["block_number"])
+    assert "0x" + bytes(block["hash"]).hex() == audit["seed"]
+    assert summary.attestation and set(summary.attestation) <= {"anchored", "attested"}
+    report = verify_job(tmp_path / "job", package, input_path)
+    assert report.ok, report.describe()
