@@ -188,5 +188,6 @@ def proven_input_problems(layout: JobLayout, package: CircuitPackage, results: l
                 continue
             diff = float(np.max(np.abs(np.ravel(values) - np.ravel(proven[row["row_index"]])), initial=0.0))
             if diff > quantum:
-                problems.append(f"row {row['row_id']}: the input file's row differs from the proven input by {diff:.3g}")
+                problems.append(f"row {row['row_id']}: the input file's row differs from the proven input "
+                                f"by {diff:.3g}")
     return problems

@@ -90,7 +90,8 @@ def sampled_job(tmp_path_factory, mlp_rows):
     assert rc == 0, log
     peak_mb = int(log.split("PEAK_RSS_KB")[1].split()[0]) / 1024
     seconds = time.monotonic() - started
-    print(f"\nscale job: {ROWS} rows, sample {SAMPLE}, {seconds:.0f} s incl. generation; driver peak RSS {peak_mb:.0f} MB")
+    print(f"\nscale job: {ROWS} rows, sample {SAMPLE}, {seconds:.0f} s incl. generation; "
+          f"driver peak RSS {peak_mb:.0f} MB")
     return {"input": input_path, "output": output, "package": package, "first_rc": first_rc, "log": log,
             "peak_mb": peak_mb}
 
