@@ -68,11 +68,17 @@ def verifier_command(
                                        help="circuit package directory (repeatable; the state directory's packages are found too)"),
 ) -> None:
     """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
+    from serve.lifecycle import check_ports_free
+    from serve.settings import load_settings
+    from serve.stack import verifier_port_claims
     from serve.verifier.server import run_verifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_verifier(load_config(config), package)
+        settings = load_settings(config)
+        settings.paths.export()  # packages compiled for this state directory are the ones it knows
+        check_ports_free(verifier_port_claims(settings))  # fail fast; never adopt someone else's service
+        run_verifier(settings.document(), package)
     except (ChainError, SigningKeyError, ConfigError, OSError) as error:
         _fail(str(error))
 
