@@ -51,7 +51,7 @@ def _holder(port: int) -> str:
         for conn in psutil.net_connections(kind="inet"):
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
                 process = psutil.Process(conn.pid)
-                command = " ".join(process.cmdline())[:120] or process.name()
+                command = " ".join(process.cmdline()).strip()[:120] or process.name()
                 return f"pid {conn.pid} ({command})"
     except Exception:  # noqa: BLE001 - naming the holder is a courtesy; the port is in use either way
         pass
@@ -115,18 +115,32 @@ def watch_parent(parent_pid: int, on_orphan: Callable[[], None], interval_s: flo
 
 
 def route_logs(logs_dir: Path, verbose: bool) -> None:
-    """Verbose: INFO to the terminal. Otherwise warnings of our own code only; EZKL's reports
-    (e.g. its numerical fidelity tables) and Ray's driver-side INFO go to ``logs/``."""
+    """Verbose: INFO to the terminal. Otherwise nothing below WARNING anywhere, and EZKL's
+    reports (e.g. its numerical fidelity tables) go to ``logs/ezkl.log``."""
     logs_dir.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:
-        logging.basicConfig(level=logging.INFO, format=fmt._fmt)
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         return
-    for name, filename in (("ezkl", "ezkl.log"), ("ray", "ray-driver.log")):
-        handler = logging.FileHandler(logs_dir / filename)
-        handler.setFormatter(fmt)
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.propagate = False
-    logging.getLogger("ray").setLevel(logging.WARNING)
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    # Ray Serve re-creates its driver logger at INFO on every serve.start/run, so a level on
+    # the logger does not stick; logging.disable does.
+    logging.disable(logging.INFO)
+    _to_file(logging.getLogger("ezkl"), logs_dir / "ezkl.log")
+
+
+def quiet_ray(logs_dir: Path) -> None:
+    """After ``import ray``, before ``ray.init``: Ray's driver-side warnings (e.g. about its
+    token authentication default) go to ``logs/ray-driver.log``; errors still reach the terminal."""
+    logger = logging.getLogger("ray")
+    for handler in logger.handlers:
+        handler.addFilter(lambda record: record.levelno >= logging.ERROR)
+    _to_file(logger, logs_dir / "ray-driver.log")
+
+
+def _to_file(logger: logging.Logger, path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -18,7 +18,7 @@ from serve.settings import ConfigError, Settings, load_settings
 
 # `up` stops within this budget on SIGTERM/SIGINT: Serve gets SERVE_STOP_S to drain, then Ray
 # and the verifier (which stops its anvil) are shut down in parallel.
-SERVE_STOP_S = 4.0
+SERVE_STOP_S = 2.0
 VERIFIER_STOP_S = 5.0
 
 
@@ -86,14 +86,17 @@ def up_command(
         if starting:
             raise Stopping(signal.Signals(signum).name)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also replaces Ray's SIGINT handling
-        signal.signal(signum, on_signal)
+    def handle_signals() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+
+    handle_signals()
     verifier = None
     ray_started = False
     console.print(f"starting zkserve ({', '.join(settings.serving.models)}; demo models compile on first run) ...")
     try:
         verifier = _start_verifier(settings)
-        ray_started = _start_app(settings, paths, verbose, joined_cluster)
+        ray_started = _start_app(settings, paths, verbose, joined_cluster, on_ray_started=handle_signals)
         starting = False
         _announce(settings, verifier)
         while not stop.wait(1.0):
@@ -121,15 +124,19 @@ def _start_verifier(settings: Settings):
     return start_attestation(settings, packages)
 
 
-def _start_app(settings: Settings, paths, verbose: bool, joined_cluster: bool) -> bool:
+def _start_app(settings: Settings, paths, verbose: bool, joined_cluster: bool, on_ray_started) -> bool:
     import logging
 
     import ray
 
     from serve.app import start
+    from serve.lifecycle import quiet_ray
 
+    if not verbose:
+        quiet_ray(paths.logs)
     context = ray.init(include_dashboard=False, log_to_driver=verbose,  # honours RAY_ADDRESS
                        logging_level=logging.INFO if verbose else logging.WARNING)
+    on_ray_started()  # Ray's core worker installs its own SIGTERM handler (a stack dump); ours comes back
     session_logs = Path(context.address_info.get("session_dir", "")) / "logs"
     link = paths.ray_logs
     if session_logs.is_dir() and not joined_cluster:
