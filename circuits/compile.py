@@ -20,7 +20,7 @@ from circuits import package as pkg
 from circuits.evm import build_verifier
 from circuits.hashing import model_id_of, sha256_file
 from circuits.package import CircuitPackage, PackageError
-from circuits.paths import state_dir
+from circuits.paths import state_paths
 from circuits.prover import write_input_json
 from circuits.solidity import solc_version
 from circuits.srs import SrsSource
@@ -209,7 +209,7 @@ def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stage
     stages.run("circuit", lambda: ezkl.compile_circuit(onnx_file, str(paths["compiled"]), settings_file))
     settings = json.loads(paths["settings"].read_text())
     logrows = settings["run_args"]["logrows"]
-    srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_dir() / "srs", paths["srs"]))
+    srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_paths().srs, paths["srs"]))
     stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
     tolerance = stages.run("tolerance", lambda: _measure_tolerance(model.path, paths["compiled"], model.calibration,
                                                                    options.batch, settings, work))
@@ -229,7 +229,7 @@ def compile_model(
     stages = Stages(on_stage)
     model = prepare(onnx_path, options, calibration, stages)
     cache_key = _cache_key(model.path, model.calibration_token, options)
-    out = Path(out_dir) if out_dir else state_dir() / "circuits" / f"{name}-{cache_key[:12]}"
+    out = Path(out_dir) if out_dir else state_paths().circuits / f"{name}-{cache_key[:12]}"
     cached = _reuse(out, cache_key)
     if cached is not None:
         return cached

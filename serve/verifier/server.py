@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from circuits.paths import StatePaths
 from serve.chain.connect import ChainConnection, connect
 from serve.chain.registry import Registry
 from serve.verifier.metrics import VerifierMetrics
@@ -28,7 +29,7 @@ SERVICE_NAME = verifier_pb2.DESCRIPTOR.services_by_name["Verifier"].full_name
 
 
 def outbox_path(state_dir: str | Path) -> Path:
-    return Path(state_dir) / "verifier" / "outbox.sqlite"
+    return StatePaths(Path(state_dir)).outbox
 
 
 class VerifierServer:
