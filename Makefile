@@ -13,7 +13,7 @@ TRITON_VENV := .venv-triton
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test stubs clean bench
+.PHONY: setup demo test lint stubs clean bench
 
 setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated $(TRITON_VENV)/.installed
 
@@ -45,7 +45,10 @@ stubs: $(STUBS)/.generated
 demo: setup
 	$(VENV)/bin/zkserve demo
 
-test: setup
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class ConfigError(ValueError):
     """A config file or variable that cannot be used; the message names the key or variable."""
 
 
-class AttestMode(str, Enum):
+class AttestMode(StrEnum):
     """What a prediction comes with: nothing, a proof id at once, or the proof itself."""
 
     NONE = "none"
@@ -50,7 +50,7 @@ class AttestMode(str, Enum):
     SYNC = "sync"
 
 
-class ProofBatching(str, Enum):
+class ProofBatching(StrEnum):
     """``per_request``: one proof per request; ``shared``: concurrent requests share one proof."""
 
     PER_REQUEST = "per_request"
@@ -82,7 +82,8 @@ class ServingSettings(Section):
         0.0, ge=0, le=10,
         description="How long a batch waits to fill. Measured: 0 batches whatever queued during the last run; "
                     "5 ms cost 40% of the one-client rate.")
-    num_gpus: float = Field(0.25, ge=0, le=64, description="GPUs per predictor replica, used only when a GPU is visible.")
+    num_gpus: float = Field(0.25, ge=0, le=64,
+                            description="GPUs per predictor replica, used only when a GPU is visible.")
     prover_replicas: int = Field(1, ge=1, le=1024, description="Most prover replicas per model (autoscaled on queue).")
     prover_cores: int | None = Field(None, ge=1, le=4096,
                                      description="Cores given to proving (replicas x RAYON_NUM_THREADS); null: all.")

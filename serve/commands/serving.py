@@ -103,7 +103,7 @@ def up_command(
             pass
     except Stopping:
         pass
-    except PortInUse as error:
+    except PortInUse as error:  # raced: taken between the check and the bind
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     finally:

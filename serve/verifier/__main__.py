@@ -16,7 +16,8 @@ from serve.verifier.server import run_verifier
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m serve.verifier", description=__doc__)
     parser.add_argument("--config", type=Path, help="zkserve YAML config")
-    parser.add_argument("--package", type=Path, action="append", default=[], help="circuit package directory (repeatable)")
+    parser.add_argument("--package", type=Path, action="append", default=[],
+                        help="circuit package directory (repeatable)")
     parser.add_argument("--parent-pid", type=int, help="stop (as on SIGTERM) when this process is no longer our parent")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
