@@ -48,11 +48,16 @@ def main() -> None:
         registered = registry.register_model(package, Path(tmp))
         results["verifier_deploy_gas"] = registered["verifier_deploy_gas"]
 
-        receipt = chain.transact(registry.attest_call(package.model_id, proofs[0].proof_bytes, proofs[0].instances), registry.abi)
+        receipt = chain.transact(
+            registry.attest_call(package.model_id, proofs[0].proof_bytes, proofs[0].instances), registry.abi
+        )
         results["attest_gas"] = receipt["gasUsed"]
         verifier = chain.contract(registered["verifier"], package.verifier_artifact()["abi"])
         results["verify_proof_only_gas"] = chain.w3.eth.estimate_gas(
-            verifier.functions.verifyProof(proofs[1].proof_bytes, proofs[1].instances).build_transaction({"from": chain.address}))
+            verifier.functions.verifyProof(proofs[1].proof_bytes, proofs[1].instances).build_transaction(
+                {"from": chain.address}
+            )
+        )
 
         real_leaf = leaf_of(model_id, to_bytes32(proofs[1].proof_hash), instances_hash(proofs[1].instances))
         anchors = {}

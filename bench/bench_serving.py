@@ -27,9 +27,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import save  # noqa: E402
 from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
+
+from bench.common import save  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 
 MODEL, INPUT = "demo-mlp", "features"
@@ -181,14 +182,28 @@ def main() -> None:
         for clients in CONCURRENCY:
             ours = closed_loop(service, clients, args.seconds, "none")
             theirs = closed_loop(baseline, clients, args.seconds, "none")
-            results["predictions_per_s"][str(clients)] = {"service": ours, "plain_grpc_ort": theirs, "speedup": ours / theirs}
-            print(f"predictions  clients={clients:>2}  service {ours:8.1f}/s  plain grpcio+ORT {theirs:8.1f}/s  speedup {ours / theirs:.2f}")
+            results["predictions_per_s"][str(clients)] = {
+                "service": ours,
+                "plain_grpc_ort": theirs,
+                "speedup": ours / theirs,
+            }
+            print(
+                f"predictions  clients={clients:>2}  service {ours:8.1f}/s  plain "
+                f"grpcio+ORT {theirs:8.1f}/s  speedup {ours / theirs:.2f}"
+            )
         plain.terminate()
         loop_rate = prover_loop(package, args.proof_seconds)
         for clients in CONCURRENCY:
             ours = closed_loop(service, clients, args.proof_seconds, "sync")
-            results["proofs_per_s"][str(clients)] = {"service": ours, "prover_loop": loop_rate, "speedup": ours / loop_rate}
-            print(f"proofs       clients={clients:>2}  service {ours:8.2f}/s  Prover loop {loop_rate:8.2f}/s  speedup {ours / loop_rate:.2f}")
+            results["proofs_per_s"][str(clients)] = {
+                "service": ours,
+                "prover_loop": loop_rate,
+                "speedup": ours / loop_rate,
+            }
+            print(
+                f"proofs       clients={clients:>2}  service {ours:8.2f}/s  Prover loop "
+                f"{loop_rate:8.2f}/s  speedup {ours / loop_rate:.2f}"
+            )
     results["speedup"] = {kind: {clients: point["speedup"] for clients, point in results[kind].items()}
                           for kind in ("predictions_per_s", "proofs_per_s")}
     save("serving", results)

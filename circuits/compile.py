@@ -7,9 +7,9 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import ezkl
 import numpy as np
@@ -116,7 +116,7 @@ def _load_calibration(path: Path | None, inputs: list[TensorSpec], batch: int) -
         if len(inputs) != 1:
             raise CompileError(f"the model has {len(inputs)} inputs: give calibration as .npz keyed by input name")
         arrays = [np.load(path)]
-    for array, spec in zip(arrays, inputs):
+    for array, spec in zip(arrays, inputs, strict=False):
         if list(array.shape[1:]) != _row_shape(spec):
             raise CompileError(f"calibration rows for {spec.name!r} have shape {list(array.shape[1:])}, "
                                f"the model wants {_row_shape(spec)}")
@@ -182,7 +182,7 @@ class ModelInputs:
 
 
 def prepare(onnx_path: str | Path, options: CompileOptions, calibration: str | Path | None,
-            stages: "Stages") -> ModelInputs:
+            stages: Stages) -> ModelInputs:
     onnx_path = Path(onnx_path).resolve()
     if not onnx_path.is_file():
         raise CompileError(f"model file {onnx_path} does not exist")
@@ -193,7 +193,7 @@ def prepare(onnx_path: str | Path, options: CompileOptions, calibration: str | P
     return ModelInputs(onnx_path, inputs, outputs, arrays, token, str(calibration) if calibration else "random")
 
 
-def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stages: "Stages") -> dict:
+def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stages: Stages) -> dict:
     """Settings, calibration, circuit, SRS, keys and tolerance into `work` (named as in a package)."""
     paths = {kind: work / filename for kind, filename in pkg.FILES.items()}
     shutil.copyfile(model.path, paths["onnx"])
@@ -210,7 +210,9 @@ def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stage
     settings = json.loads(paths["settings"].read_text())
     logrows = settings["run_args"]["logrows"]
     srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_paths().srs, paths["srs"]))
-    stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
+    stages.run(
+        "setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"]))
+    )
     tolerance = stages.run("tolerance", lambda: _measure_tolerance(model.path, paths["compiled"], model.calibration,
                                                                    options.batch, settings, work))
     return {"paths": paths, "settings": settings, "srs": srs_entry, "tolerance": tolerance}
@@ -255,9 +257,9 @@ def compile_model(
             "source_onnx": str(model.path),
             "batch_size": options.batch,
             "inputs": [_entry(spec, options.batch, scale)
-                       for spec, scale in zip(model.inputs, settings["model_input_scales"])],
+                       for spec, scale in zip(model.inputs, settings["model_input_scales"], strict=False)],
             "outputs": [_entry(spec, options.batch, scale)
-                        for spec, scale in zip(model.outputs, settings["model_output_scales"])],
+                        for spec, scale in zip(model.outputs, settings["model_output_scales"], strict=False)],
             "visibility": {"input": options.input_visibility, "output": options.output_visibility,
                            "param": options.param_visibility},
             "logrows": logrows,
@@ -321,11 +323,11 @@ def _measure_tolerance(onnx_path: Path, compiled: Path, cal_arrays: list[np.ndar
         chunk = [a[start:start + batch] for a in cal_arrays]
         if len(chunk[0]) < batch:
             break
-        expected = session.run(None, {n: c.astype(np.float32) for n, c in zip(names, chunk)})
+        expected = session.run(None, {n: c.astype(np.float32) for n, c in zip(names, chunk, strict=False)})
         witness_path = work / "tolerance-witness.json"
         ezkl.gen_witness(str(write_input_json(chunk, work / "tolerance-input.json")), str(compiled), str(witness_path))
         witness = json.loads(witness_path.read_text())
-        for felts, scale, want in zip(witness["outputs"], settings["model_output_scales"], expected):
+        for felts, scale, want in zip(witness["outputs"], settings["model_output_scales"], expected, strict=False):
             got = np.array([ezkl.felt_to_float(f, scale) for f in felts])
             worst = max(worst, float(np.max(np.abs(got - np.ravel(want)))))
     for leftover in ("tolerance-witness.json", "tolerance-input.json"):

@@ -37,7 +37,7 @@ def _instance_layout(package: CircuitPackage) -> tuple[int, int]:
 
 def _to_arrays(felts: list[str], entries: list[dict], batch: int, rows: int) -> list[np.ndarray]:
     arrays, offset = [], 0
-    for entry, count in zip(entries, _elements(entries, batch)):
+    for entry, count in zip(entries, _elements(entries, batch), strict=False):
         values = [ezkl.felt_to_float(felt, entry["scale"]) for felt in felts[offset:offset + count]]
         offset += count
         arrays.append(np.asarray(values, dtype=np.float64).reshape([batch, *entry["shape"][1:]])[:rows])
@@ -47,7 +47,9 @@ def _to_arrays(felts: list[str], entries: list[dict], batch: int, rows: int) -> 
 def decode_outputs(package: CircuitPackage, proof: Proof) -> list[np.ndarray]:
     """The proven outputs as floats, one array per model output, padding rows dropped."""
     if package.manifest["visibility"]["output"] != "public":
-        raise ValueError(f"{package.name}: outputs are {package.manifest['visibility']['output']}, not readable from the proof")
+        raise ValueError(
+            f"{package.name}: outputs are {package.manifest['visibility']['output']}, not readable from the proof"
+        )
     n_in, n_out = _instance_layout(package)
     felts = proof.instance_felts
     if len(felts) < n_in + n_out:
@@ -58,7 +60,9 @@ def decode_outputs(package: CircuitPackage, proof: Proof) -> list[np.ndarray]:
 def decode_inputs(package: CircuitPackage, proof: Proof) -> list[np.ndarray]:
     """The proven (quantized) inputs as floats; only for public input visibility."""
     if package.manifest["visibility"]["input"] != "public":
-        raise ValueError(f"{package.name}: inputs are {package.manifest['visibility']['input']}, not readable from the proof")
+        raise ValueError(
+            f"{package.name}: inputs are {package.manifest['visibility']['input']}, not readable from the proof"
+        )
     n_in, _ = _instance_layout(package)
     return _to_arrays(proof.instance_felts[:n_in], package.inputs, package.batch_size, proof.rows)
 
@@ -66,7 +70,11 @@ def decode_inputs(package: CircuitPackage, proof: Proof) -> list[np.ndarray]:
 def input_hash(package: CircuitPackage, inputs: list[np.ndarray]) -> str:
     """Recomputes the Poseidon digest a `hashed`-input proof carries, from the float inputs."""
     scale_of = [entry["scale"] for entry in package.inputs]
-    felts = [ezkl.float_to_felt(float(value), scale) for array, scale in zip(inputs, scale_of) for value in np.ravel(array)]
+    felts = [
+        ezkl.float_to_felt(float(value), scale)
+        for array, scale in zip(inputs, scale_of, strict=False)
+        for value in np.ravel(array)
+    ]
     return ezkl.poseidon_hash(felts)[0]
 
 

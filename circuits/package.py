@@ -38,7 +38,7 @@ class CircuitPackage:
     manifest: dict
 
     @classmethod
-    def load(cls, path: str | Path, check: bool = True) -> "CircuitPackage":
+    def load(cls, path: str | Path, check: bool = True) -> CircuitPackage:
         root = Path(path).resolve()
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
@@ -65,7 +65,9 @@ class CircuitPackage:
                 )
         missing = set(FILES.values()) - set(self.manifest.get("files", {}))
         if missing:
-            raise PackageError(f"circuit package {self.name!r}: {MANIFEST} lists no hash for {', '.join(sorted(missing))}")
+            raise PackageError(
+                f"circuit package {self.name!r}: {MANIFEST} lists no hash for {', '.join(sorted(missing))}"
+            )
         if model_id_of(self.vk_path) != self.model_id:
             raise PackageError(f"circuit package {self.name!r}: vk.key does not hash to model_id {self.model_id}")
 

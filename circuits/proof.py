@@ -47,7 +47,7 @@ class Proof:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "Proof":
+    def from_json(cls, raw: bytes | str) -> Proof:
         try:
             document = json.loads(raw)
             return cls(model_id=document["model_id"], data=document["ezkl"], rows=int(document.get("rows", 1)),
@@ -61,5 +61,5 @@ class Proof:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Proof":
+    def load(cls, path: str | Path) -> Proof:
         return cls.from_json(Path(path).read_bytes())

@@ -38,7 +38,12 @@ class CompiledContract:
     deployed_size: int  # runtime code bytes; EIP-170 caps it at 24,576
 
     def to_json(self) -> dict:
-        return {"contractName": self.name, "abi": self.abi, "bytecode": self.bytecode, "deployedSize": self.deployed_size}
+        return {
+            "contractName": self.name,
+            "abi": self.abi,
+            "bytecode": self.bytecode,
+            "deployedSize": self.deployed_size,
+        }
 
 
 def node_modules() -> Path:

@@ -54,7 +54,7 @@ class Prediction:
     proof: bytes | None  # the zkserve proof JSON, when attest=sync
 
     @classmethod
-    def from_response(cls, response: oip.ModelInferResponse) -> "Prediction":
+    def from_response(cls, response: oip.ModelInferResponse) -> Prediction:
         names = [t.name for t in response.outputs if t.name != PROOF_TENSOR]
         proof = proof_bytes(response) if any(t.name == PROOF_TENSOR for t in response.outputs) else None
         return cls({name: output_array(response, name) for name in names}, parameters(response), proof)

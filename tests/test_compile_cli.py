@@ -11,11 +11,18 @@ import onnx
 import onnx.version_converter
 from onnx import TensorProto, helper
 
-from circuits import CircuitPackage, CompileOptions, Prover, compile_model, decode_outputs, input_hash, \
-    proven_input_hash, verify_proof
+from circuits import (
+    CircuitPackage,
+    CompileOptions,
+    Prover,
+    compile_model,
+    decode_outputs,
+    input_hash,
+    proven_input_hash,
+    verify_proof,
+)
 from circuits.demo import demo_files
 from circuits.demo.build import build
-
 from tests.conftest import ONNX_TEST_DATA, run_cli
 
 

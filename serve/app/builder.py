@@ -59,7 +59,10 @@ def _prover_options(serving: dict, spec: ModelSpec) -> dict:
 
 
 def _predictor_options(serving: dict, spec: ModelSpec, gpus_visible: bool) -> dict:
-    options = {"name": deployment_name("Predictor", spec.name), "max_ongoing_requests": 4 * int(serving["max_batch_size"])}
+    options = {
+        "name": deployment_name("Predictor", spec.name),
+        "max_ongoing_requests": 4 * int(serving["max_batch_size"]),
+    }
     if gpus_visible and float(serving["num_gpus"]) > 0:
         options["ray_actor_options"] = {"num_cpus": 0, "num_gpus": float(serving["num_gpus"])}
     return options
@@ -75,9 +78,13 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
     overrides = overrides or {}
     serving, ingress = zkserve["serving"], zkserve["ingress"]
     if serving["default_attest"] not in ("none", "async", "sync"):
-        raise ValueError(f"zkserve.serving.default_attest must be none, async or sync, not {serving['default_attest']!r}")
+        raise ValueError(
+            f"zkserve.serving.default_attest must be none, async or sync, not {serving['default_attest']!r}"
+        )
     if serving["proof_batching"] not in ("per_request", "shared"):
-        raise ValueError(f"zkserve.serving.proof_batching must be per_request or shared, not {serving['proof_batching']!r}")
+        raise ValueError(
+            f"zkserve.serving.proof_batching must be per_request or shared, not {serving['proof_batching']!r}"
+        )
     specs = resolve_models(list(serving["models"]))
     store = _apply_overrides(ProofStore, {"name": "ProofStore"}, overrides).bind(
         os.path.join(zkserve["state_dir"], "proofs"))

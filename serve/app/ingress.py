@@ -13,16 +13,16 @@ from importlib import metadata
 
 import numpy as np
 from grpc_health.v1 import health_pb2
+from inference import grpc_service_pb2 as oip
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from zkserve.v1 import attestation_pb2 as pb
 
-from inference import grpc_service_pb2 as oip
 from serve.app import metrics, tensors
 from serve.app.errors import grpc_method, invalid, not_found, too_large, unavailable
 from serve.app.jobs import DONE, FINISHED, ProofJob, new_proof_id
 from serve.app.models import ModelSpec
 from serve.app.records import proof_record_message, tensor_message
-from zkserve.v1 import attestation_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
 ATTEST_MODES = ("none", "async", "sync")
@@ -90,7 +90,10 @@ class Ingress:
         wanted = [o.name for o in request.outputs]
         known = {t.name for t in spec.outputs} | {PROOF_TENSOR}
         if unknown := [name for name in wanted if name not in known]:
-            raise invalid(f"model {spec.name} has no output named {', '.join(map(repr, unknown))}; outputs: {', '.join(sorted(known))}")
+            raise invalid(
+                f"model {spec.name} has no output named "
+                f"{', '.join(map(repr, unknown))}; outputs: {', '.join(sorted(known))}"
+            )
         outputs, proof_id, record = await self._predict(spec, inputs, attest)
 
         raw = bool(request.raw_input_contents)
@@ -198,7 +201,9 @@ class Ingress:
             except Exception as error:  # noqa: BLE001 - replica death, not the proof itself
                 logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt + 1, error)
         metrics.proofs_failed().inc(tags={"model": job.model})
-        return await self.store.fail.remote(job.proof_id, "no prover replica could take the job; send the request again")
+        return await self.store.fail.remote(
+            job.proof_id, "no prover replica could take the job; send the request again"
+        )
 
     async def _requeue_unfinished(self) -> None:
         try:
@@ -240,7 +245,9 @@ class Ingress:
         parameter = request.parameters["attest"]
         kind = parameter.WhichOneof("parameter_choice")
         if kind != "string_param":
-            raise invalid(f"request parameter 'attest' must be a string_param (none, async or sync), not {kind or 'empty'}")
+            raise invalid(
+                f"request parameter 'attest' must be a string_param (none, async or sync), not {kind or 'empty'}"
+            )
         value = parameter.string_param.strip().lower()
         if value not in ATTEST_MODES:
             raise invalid(f"request parameter 'attest' must be none, async or sync, not {parameter.string_param!r}")
@@ -251,7 +258,9 @@ class Ingress:
         converted = oip.ModelInferRequest(model_name=spec.name)
         for tensor in request.inputs:
             target = next((t for t in spec.inputs if t.name == tensor.name), None)
-            item = converted.inputs.add(name=tensor.name, datatype=target.datatype if target else "FP32", shape=tensor.shape)
+            item = converted.inputs.add(
+                name=tensor.name, datatype=target.datatype if target else "FP32", shape=tensor.shape
+            )
             item.contents.fp32_contents.extend(tensor.values)
         return tensors.decode_inputs(spec, converted)
 

@@ -35,7 +35,7 @@ class ProofJob:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, proof_id: str, model: str, data: bytes) -> "ProofJob":
+    def from_bytes(cls, proof_id: str, model: str, data: bytes) -> ProofJob:
         with np.load(io.BytesIO(data)) as archive:
             inputs = {k[3:]: archive[k] for k in archive.files if k.startswith("in:")}
             outputs = {k[4:]: archive[k] for k in archive.files if k.startswith("out:")}

@@ -52,7 +52,7 @@ class ModelSpec:
     insecure_srs: bool
 
     @classmethod
-    def from_package(cls, package: CircuitPackage) -> "ModelSpec":
+    def from_package(cls, package: CircuitPackage) -> ModelSpec:
         def specs(entries: list[dict]) -> tuple[TensorSpec, ...]:
             return tuple(TensorSpec(e["name"], tuple(int(d) for d in e["shape"][1:]), str(e["dtype"])) for e in entries)
 

@@ -41,6 +41,6 @@ class Predictor:
         metrics.batch_sizes().observe(sum(rows), tags=tags)
         bounds = np.cumsum([0, *rows])
         return [
-            {name: np.asarray(result[start:end]) for name, result in zip(self.output_names, results)}
-            for start, end in zip(bounds[:-1], bounds[1:])
+            {name: np.asarray(result[start:end]) for name, result in zip(self.output_names, results, strict=False)}
+            for start, end in zip(bounds[:-1], bounds[1:], strict=False)
         ]

@@ -20,7 +20,6 @@ from serve.app.jobs import DONE, FAILED, FINISHED, PROVING, QUEUED
 from serve.files import write_atomically
 
 
-
 class ProofFiles:
     """The on-disk layout: records/<id>.json, proofs/<hash>.json, jobs/<id>.npz."""
 
@@ -122,7 +121,7 @@ class ProofStore:
         async with self.changed:
             try:
                 await asyncio.wait_for(self.changed.wait_for(moved), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.get(proof_id)
 

@@ -16,7 +16,8 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from circuits import InputError, Prover as CircuitProver, decode_outputs
+from circuits import InputError, decode_outputs
+from circuits import Prover as CircuitProver
 from serve.app import metrics
 from serve.app.jobs import ProofJob
 from serve.app.models import ModelSpec
@@ -96,7 +97,7 @@ class Prover:
     def _decode(self, proof) -> dict[str, np.ndarray] | None:
         if self.spec.visibility.get("output") != "public":
             return None  # hashed/private outputs cannot be read back as numbers
-        return {t.name: array for t, array in zip(self.spec.outputs, decode_outputs(self.package, proof))}
+        return {t.name: array for t, array in zip(self.spec.outputs, decode_outputs(self.package, proof), strict=False)}
 
     def _check(self, job: ProofJob, proven: dict[str, np.ndarray] | None, offset: int) -> dict:
         """Compares the proof's public outputs for this job's rows with ONNX Runtime's."""
@@ -110,5 +111,7 @@ class Prover:
                          job.proof_id, self.spec.name, self.spec.tolerance)
         return {
             "proven_outputs_match": match,
-            "proven_outputs": {name: {"shape": list(a.shape), "values": a.ravel().tolist()} for name, a in mine.items()},
+            "proven_outputs": {
+                name: {"shape": list(a.shape), "values": a.ravel().tolist()} for name, a in mine.items()
+            },
         }

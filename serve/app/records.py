@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from zkserve.v1 import attestation_pb2 as pb
 
 from serve.app.jobs import DONE, FAILED, PROVING, QUEUED
-from zkserve.v1 import attestation_pb2 as pb
 
 STATUS = {QUEUED: pb.PROOF_STATUS_QUEUED, PROVING: pb.PROOF_STATUS_PROVING,
           DONE: pb.PROOF_STATUS_DONE, FAILED: pb.PROOF_STATUS_FAILED}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-
 from inference import grpc_service_pb2 as oip
+
 from serve.app.errors import invalid
 from serve.app.models import OIP_DATATYPES, ModelSpec
 
@@ -24,7 +24,9 @@ def decode_inputs(spec: ModelSpec, request: oip.ModelInferRequest) -> dict[str, 
     """Inputs by name as arrays of the model's dtypes; raises RequestError naming the problem."""
     expected = {t.name: t for t in spec.inputs}
     if len(request.inputs) != len(expected):
-        raise invalid(f"model {spec.name} takes {len(expected)} input(s) ({', '.join(expected)}), got {len(request.inputs)}")
+        raise invalid(
+            f"model {spec.name} takes {len(expected)} input(s) ({', '.join(expected)}), got {len(request.inputs)}"
+        )
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise invalid(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
@@ -37,14 +39,24 @@ def decode_inputs(spec: ModelSpec, request: oip.ModelInferRequest) -> dict[str, 
         if tensor.name in arrays:
             raise invalid(f"input {tensor.name!r} is given twice")
         if tensor.datatype != target.datatype:
-            raise invalid(f"input {tensor.name!r} has datatype {tensor.datatype or '(empty)'}, model {spec.name} wants {target.datatype}")
+            raise invalid(
+                f"input {tensor.name!r} has datatype "
+                f"{tensor.datatype or '(empty)'}, model {spec.name} wants {target.datatype}"
+            )
         shape = tuple(int(d) for d in tensor.shape)
         if len(shape) != 1 + len(target.row_shape) or shape[1:] != target.row_shape or shape[0] < 1:
-            raise invalid(f"input {tensor.name!r} has shape {list(shape)}, model {spec.name} wants [batch>=1, {', '.join(map(str, target.row_shape))}]")
+            raise invalid(
+                f"input {tensor.name!r} has shape {list(shape)}, model {spec.name} wants "
+                f"[batch>=1, {', '.join(map(str, target.row_shape))}]"
+            )
         if rows is not None and shape[0] != rows:
             raise invalid(f"inputs disagree on the batch size ({rows} vs {shape[0]} rows)")
         rows = shape[0]
-        array = _read_raw(tensor.name, raw[index], target.numpy_dtype, shape) if raw else _read_typed(tensor, target.numpy_dtype, shape)
+        array = (
+            _read_raw(tensor.name, raw[index], target.numpy_dtype, shape)
+            if raw
+            else _read_typed(tensor, target.numpy_dtype, shape)
+        )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise invalid(f"input {tensor.name!r} holds NaN or infinite values")
         arrays[tensor.name] = array
@@ -54,7 +66,9 @@ def decode_inputs(spec: ModelSpec, request: oip.ModelInferRequest) -> dict[str, 
 def _read_raw(name: str, data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     want = int(np.prod(shape)) * dtype.itemsize
     if len(data) != want:
-        raise invalid(f"input {name!r}: raw contents hold {len(data)} bytes, shape {list(shape)} of {dtype.name} needs {want}")
+        raise invalid(
+            f"input {name!r}: raw contents hold {len(data)} bytes, shape {list(shape)} of {dtype.name} needs {want}"
+        )
     return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 

@@ -32,7 +32,9 @@ def anvil_binary() -> Path:
 def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
     """The chain id a JSON-RPC endpoint reports, or None when nothing answers."""
     try:
-        reply = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout)
+        reply = requests.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout
+        )
         return int(reply.json()["result"], 16)
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
@@ -57,7 +59,7 @@ class AnvilProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout_s: float = 30.0) -> "AnvilProcess":
+    def start(self, timeout_s: float = 30.0) -> AnvilProcess:
         binary = anvil_binary()
         if not binary.exists():
             raise AnvilError(f"anvil not found at {binary}; run `npm ci` in the repository root")
@@ -70,8 +72,13 @@ class AnvilProcess:
         ]
         with open(self.log_file, "ab") as log_stream:
             # SIGTERM (anvil then dumps its state) when the process that started it dies, even by SIGKILL
-            self._process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             preexec_fn=die_with_parent())
+            self._process = subprocess.Popen(
+                command,
+                stdout=log_stream,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -100,7 +107,7 @@ class AnvilProcess:
             os.kill(self._process.pid, signal.SIGKILL)
             self._process.wait()
 
-    def __enter__(self) -> "AnvilProcess":
+    def __enter__(self) -> AnvilProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

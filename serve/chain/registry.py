@@ -44,7 +44,7 @@ class Registry:
         self.contract = chain.contract(self.address, abi)
 
     @classmethod
-    def ensure(cls, chain: ChainClient, state_dir: Path) -> "Registry":
+    def ensure(cls, chain: ChainClient, state_dir: Path) -> Registry:
         """The registry recorded for this chain, deploying it when missing (or when the chain
         was reset and the recorded address holds no code)."""
         state_dir = Path(state_dir)
@@ -74,15 +74,24 @@ class Registry:
         return {"verifier": verifier, "owner": owner, "registered_at": registered_at, "metadata_uri": uri}
 
     def attestation(self, proof_hash: str | bytes) -> dict:
-        model_id, instances_hash, submitter, block = self._read(self.contract.functions.attestations(to_bytes32(proof_hash)))
-        return {"model_id": hex32(model_id), "instances_hash": hex32(instances_hash), "submitter": submitter, "block_number": block}
+        model_id, instances_hash, submitter, block = self._read(
+            self.contract.functions.attestations(to_bytes32(proof_hash))
+        )
+        return {
+            "model_id": hex32(model_id),
+            "instances_hash": hex32(instances_hash),
+            "submitter": submitter,
+            "block_number": block,
+        }
 
     def anchor_info(self, root: str | bytes) -> dict:
         attester, block, count = self._read(self.contract.functions.anchors(to_bytes32(root)))
         return {"attester": attester, "block_number": block, "count": count}
 
     def is_anchored(self, leaf: str | bytes, path: list, root: str | bytes) -> bool:
-        return self._read(self.contract.functions.isAnchored(to_bytes32(leaf), [to_bytes32(p) for p in path], to_bytes32(root)))
+        return self._read(
+            self.contract.functions.isAnchored(to_bytes32(leaf), [to_bytes32(p) for p in path], to_bytes32(root))
+        )
 
     def is_attester(self, account: str) -> bool:
         return self._read(self.contract.functions.isAttester(to_checksum_address(account)))
@@ -105,11 +114,18 @@ class Registry:
         chain_id = self.chain.chain_id()
         if self.is_registered(model_id):
             info = self.model(model_id)
-            return {"model_id": model_id, "name": package.name, "verifier": info["verifier"], "already_registered": True}
+            return {
+                "model_id": model_id,
+                "name": package.name,
+                "verifier": info["verifier"],
+                "already_registered": True,
+            }
         artifact = package.verifier_artifact()
         verifier, deploy_receipt = self.chain.deploy(artifact["abi"], artifact["bytecode"])
         uri = metadata_uri or f"zkserve:{package.name}:{model_id}"
-        receipt = self.chain.transact(self.contract.functions.registerModel(to_bytes32(model_id), verifier, uri), self.abi)
+        receipt = self.chain.transact(
+            self.contract.functions.registerModel(to_bytes32(model_id), verifier, uri), self.abi
+        )
         entry = {"name": package.name, "verifier": verifier, "register_tx": hex32(receipt["transactionHash"]),
                  "verifier_deploy_gas": deploy_receipt["gasUsed"], "block": receipt["blockNumber"]}
         deployments.update(chain_id, models={model_id: entry})

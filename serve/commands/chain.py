@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional
 
 import grpc
 import typer
@@ -20,7 +19,7 @@ from serve.merkle import instances_hash
 CONFIG_OPTION = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file")
 
 
-def _config(path: Optional[Path]) -> dict:
+def _config(path: Path | None) -> dict:
     try:
         return load_config(path)["zkserve"]
     except ConfigError as error:
@@ -63,9 +62,14 @@ def _chain(zk: dict):
 
 
 def verifier_command(
-    config: Optional[Path] = CONFIG_OPTION,
-    package: List[Path] = typer.Option([], "--package", exists=True, file_okay=False,
-                                       help="circuit package directory (repeatable; the state directory's packages are found too)"),
+    config: Path | None = CONFIG_OPTION,
+    package: list[Path] = typer.Option(
+        [],
+        "--package",
+        exists=True,
+        file_okay=False,
+        help="circuit package directory (repeatable; the state directory's packages are found too)",
+    ),
 ) -> None:
     """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
     from serve.lifecycle import check_ports_free
@@ -85,8 +89,8 @@ def verifier_command(
 
 def register_command(
     model: str = typer.Argument(..., help="circuit package directory, model id, package name or demo name"),
-    metadata_uri: Optional[str] = typer.Option(None, help="stored with the model in the registry"),
-    config: Optional[Path] = CONFIG_OPTION,
+    metadata_uri: str | None = typer.Option(None, help="stored with the model in the registry"),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Deploy the model's EZKL verifier and bind it to its model id in the registry (once)."""
     zk = _config(config)
@@ -109,10 +113,14 @@ def register_command(
 
 
 def verify_command(
-    proof_file: Path = typer.Argument(..., exists=True, help="proof JSON (circuits.Proof), or a `zkserve score` job directory"),
-    model: Optional[str] = typer.Option(None, "--model", help="model id, package name or package directory"),
-    onchain: bool = typer.Option(False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"),
-    config: Optional[Path] = CONFIG_OPTION,
+    proof_file: Path = typer.Argument(
+        ..., exists=True, help="proof JSON (circuits.Proof), or a `zkserve score` job directory"
+    ),
+    model: str | None = typer.Option(None, "--model", help="model id, package name or package directory"),
+    onchain: bool = typer.Option(
+        False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"
+    ),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Verify a proof off chain with the verification key, and optionally with the on-chain verifier;
     or check a finished scoring job: every proof verifies and every row's outputs match its proof."""
@@ -137,7 +145,9 @@ def verify_command(
         try:
             if not registry.is_registered(package.model_id):
                 _fail(f"{package.name} is not registered; run `zkserve register {package.name}`")
-            verifier = registry.chain.contract(registry.model(package.model_id)["verifier"], package.verifier_artifact()["abi"])
+            verifier = registry.chain.contract(
+                registry.model(package.model_id)["verifier"], package.verifier_artifact()["abi"]
+            )
             try:
                 on_chain = bool(verifier.functions.verifyProof(proof.proof_bytes, proof.instances).call())
             except Exception:  # noqa: BLE001 - the EZKL verifier reverts on bad proofs
@@ -159,8 +169,8 @@ def _verify_job(directory: Path) -> None:
 
 def attestation_command(
     proof_hash: str = typer.Argument(..., help="0x + 64 hex: keccak256 of the proof bytes"),
-    address: Optional[str] = typer.Option(None, help="verifier host:port (default: from the config)"),
-    config: Optional[Path] = CONFIG_OPTION,
+    address: str | None = typer.Option(None, help="verifier host:port (default: from the config)"),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Show a proof's attestation: from the verifier service, else straight from the registry."""
     from serve.verifier.client import VerifierClient, status_name

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,17 +14,19 @@ from serve.commands.progress import console, stage_progress
 
 
 def _print_trial(trial: Trial) -> None:
-    timing = f"logrows {trial.logrows}, setup {trial.setup_s}s, prove {trial.prove_s}s" if trial.prove_s else trial.error
+    timing = (
+        f"logrows {trial.logrows}, setup {trial.setup_s}s, prove {trial.prove_s}s" if trial.prove_s else trial.error
+    )
     console.print(f"  tune {trial.knobs}: {trial.status} ({timing}, max error {trial.max_abs_error})")
 
 
-class DataVisibility(str, Enum):
+class DataVisibility(StrEnum):
     public = "public"
     hashed = "hashed"
     private = "private"
 
 
-class ParamVisibility(str, Enum):
+class ParamVisibility(StrEnum):
     fixed = "fixed"
     hashed = "hashed"
     private = "private"
@@ -34,18 +35,20 @@ class ParamVisibility(str, Enum):
 def compile_command(
     model: Path = typer.Argument(..., exists=True, dir_okay=False, help="ONNX model file"),
     name: str = typer.Option(..., "--name", help="name the model is served and registered under"),
-    calibration: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
-                                               help=".npy of input rows (.npz by input name for several inputs)"),
+    calibration: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help=".npy of input rows (.npz by input name for several inputs)"
+    ),
     batch: int = typer.Option(1, min=1, help="rows per proof; a dynamic batch dimension is fixed to this"),
     input_visibility: DataVisibility = typer.Option(DataVisibility.public),
     output_visibility: DataVisibility = typer.Option(DataVisibility.public),
-    param_visibility: ParamVisibility = typer.Option(ParamVisibility.fixed,
-                                                     help="fixed bakes the weights into the key; private does not bind them"),
-    srs: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="ceremony SRS file (pinned by sha256)"),
+    param_visibility: ParamVisibility = typer.Option(
+        ParamVisibility.fixed, help="fixed bakes the weights into the key; private does not bind them"
+    ),
+    srs: Path | None = typer.Option(None, exists=True, dir_okay=False, help="ceremony SRS file (pinned by sha256)"),
     dev_srs: bool = typer.Option(False, "--dev-srs", help="generate a local SRS: INSECURE, for development (default)"),
     decomp_base: int = typer.Option(CompileOptions.decomp_base, help="EZKL decomposition base"),
     decomp_legs: int = typer.Option(CompileOptions.decomp_legs, help="EZKL decomposition legs"),
-    out: Optional[Path] = typer.Option(None, help="package directory (default: the state directory's cache)"),
+    out: Path | None = typer.Option(None, help="package directory (default: the state directory's cache)"),
     tune: bool = typer.Option(False, "--tune", help="search EZKL run args for the fastest circuit within --max-error"),
     max_error: float = typer.Option(DEFAULT_MAX_ERROR, help="--tune: largest output error accepted vs ONNX Runtime"),
 ) -> None:
@@ -65,7 +68,7 @@ def compile_command(
                 package = compile_model(model, name, options, calibration=calibration, out_dir=out, on_stage=on_stage)
     except CompileError as error:
         console.print(f"[red]compile failed:[/red] {error}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     for warning in caught:
         console.print(f"[yellow]warning:[/yellow] {warning.message}")
     if package.insecure:

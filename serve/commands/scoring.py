@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,13 +22,16 @@ def score_command(
     input: Path = typer.Option(..., "--input", "-i", help="rows to score: .npy, .csv or .parquet"),
     output: Path = typer.Option(..., "--output", "-o", help="job directory: results.parquet, errors.csv, proofs/"),
     attest: bool = typer.Option(True, "--attest/--no-attest", help="prove every row (default) or only run the model"),
-    proof_batch: Optional[int] = typer.Option(None, "--proof-batch", min=1,
-                                              help="rows per proof (demo models are compiled for it; default 1)"),
-    submit: bool = typer.Option(False, "--submit", help="send every proof to the verifier service and wait for its status"),
-    verifier: Optional[str] = typer.Option(None, help="verifier service host:port (default: from the config)"),
+    proof_batch: int | None = typer.Option(
+        None, "--proof-batch", min=1, help="rows per proof (demo models are compiled for it; default 1)"
+    ),
+    submit: bool = typer.Option(
+        False, "--submit", help="send every proof to the verifier service and wait for its status"
+    ),
+    verifier: str | None = typer.Option(None, help="verifier service host:port (default: from the config)"),
     submit_timeout: float = typer.Option(120.0, help="seconds to wait for attestations to become final"),
-    provers: Optional[int] = typer.Option(None, min=1, help="prover actors (default: cluster CPUs / --prover-threads)"),
-    prover_threads: Optional[int] = typer.Option(None, min=1, help="RAYON_NUM_THREADS of each prover (default 1)"),
+    provers: int | None = typer.Option(None, min=1, help="prover actors (default: cluster CPUs / --prover-threads)"),
+    prover_threads: int | None = typer.Option(None, min=1, help="RAYON_NUM_THREADS of each prover (default 1)"),
     chunk_rows: int = typer.Option(256, min=1, help="rows per committed chunk file"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -48,7 +50,7 @@ def score_command(
         summary = score(options, console)
     except (JobMismatch, ModelError, InputFileError, PackageError, CompileError, SubmitError, ValueError) as error:
         console.print(f"[red]score failed:[/red] {error}")
-        raise typer.Exit(2 if isinstance(error, JobMismatch) else 1)
+        raise typer.Exit(2 if isinstance(error, JobMismatch) else 1) from None
     console.print(f"scored {summary.rows_scored} of {summary.rows_total} rows with {summary.proofs} proofs "
                   f"({summary.rows_per_s:.1f} rows/s, {summary.proofs_per_s:.2f} proofs/s this run); "
                   f"{summary.rows_failed} row(s) in {Path(summary.directory) / 'errors.csv'}")

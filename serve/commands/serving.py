@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import grpc
 import numpy as np
@@ -22,7 +21,7 @@ SERVE_STOP_S = 2.0
 VERIFIER_STOP_S = 5.0
 
 
-def _settings(config: Optional[Path]) -> Settings:
+def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as error:
@@ -30,7 +29,7 @@ def _settings(config: Optional[Path]) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _address(settings: Settings, address: Optional[str]) -> str:
+def _address(settings: Settings, address: str | None) -> str:
     return address or settings.ingress_target
 
 
@@ -57,7 +56,7 @@ def _stop_serve_bounded(timeout_s: float) -> None:
 
 
 def up_command(
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's and EZKL's logs on the terminal"),
 ) -> None:
     """Start Ray (local, or $RAY_ADDRESS), deploy the app, and stay up until Ctrl-C or SIGTERM."""
@@ -179,21 +178,24 @@ def _read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
         with np.load(path) as archive:
             return {name: archive[name].astype(np.float32) for name in input_names}
     if len(input_names) != 1:
-        raise typer.BadParameter(f"the model takes {len(input_names)} inputs: give an .npz keyed by {', '.join(input_names)}")
+        raise typer.BadParameter(
+            f"the model takes {len(input_names)} inputs: give an .npz keyed by {', '.join(input_names)}"
+        )
     return {input_names[0]: np.load(path).astype(np.float32)}
 
 
 def predict_command(
     model: str = typer.Argument(..., help="served model name, e.g. demo-mlp"),
     input: Path = typer.Option(..., "--input", exists=True, dir_okay=False, help=".npy of rows (.npz by input name)"),
-    attest: Optional[str] = typer.Option(None, help="none | async | sync (default: the server's)"),
-    proof_out: Optional[Path] = typer.Option(None, help="write the proof JSON here (attest=sync)"),
-    address: Optional[str] = typer.Option(None, help="ingress host:port (default: from the config)"),
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+    attest: str | None = typer.Option(None, help="none | async | sync (default: the server's)"),
+    proof_out: Path | None = typer.Option(None, help="write the proof JSON here (attest=sync)"),
+    address: str | None = typer.Option(None, help="ingress host:port (default: from the config)"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False),
 ) -> None:
     """Run one prediction over gRPC (Open Inference Protocol) and print outputs and proof fields."""
     from inference import grpc_service_pb2 as oip
     from inference import grpc_service_pb2_grpc as oip_grpc
+
     from serve.client import Prediction, infer_request
 
     if attest is not None and attest not in ("none", "async", "sync"):
@@ -208,7 +210,7 @@ def predict_command(
         prediction = Prediction.from_response(stub.ModelInfer(infer_request(model, inputs, attest), timeout=600))
     except grpc.RpcError as error:
         console.print(f"[red]{error.code().name}:[/red] {error.details()}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if proof_out and prediction.proof is not None:
         proof_out.write_bytes(prediction.proof)
     result = {"model": model, "outputs": {name: array.tolist() for name, array in prediction.outputs.items()},
@@ -217,8 +219,8 @@ def predict_command(
 
 
 def status_command(
-    address: Optional[str] = typer.Option(None, help="ingress host:port (default: from the config)"),
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+    address: str | None = typer.Option(None, help="ingress host:port (default: from the config)"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False),
 ) -> None:
     """Models, replicas, ONNX Runtime providers, proof queue and proofs done/failed."""
     from zkserve.v1 import attestation_pb2 as pb
@@ -226,18 +228,26 @@ def status_command(
 
     target = _address(_settings(config), address)
     try:
-        models = pb_grpc.AttestationStub(grpc.insecure_channel(target)).ListModels(pb.ListModelsRequest(), timeout=30).models
+        models = (
+            pb_grpc.AttestationStub(grpc.insecure_channel(target)).ListModels(pb.ListModelsRequest(), timeout=30).models
+        )
     except grpc.RpcError as error:
         console.print(f"[red]ingress {target} not reachable:[/red] {error.code().name} {error.details()}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     replicas = _replica_counts()
     print(f"ingress {target}")
     for m in models:
         srs = "INSECURE dev SRS" if m.insecure_srs else "ceremony SRS"
         print(f"{m.name}  model_id {m.model_id}  ({srs}, {m.circuit_batch_size} row(s)/proof)")
         print(f"  providers  {', '.join(m.providers)}")
-        print(f"  replicas   predictor {replicas.get(f'Predictor-{m.name}', '?')}, prover {replicas.get(f'Prover-{m.name}', '?')}")
-        print(f"  proofs     queued {m.proofs_queued}, proving {m.proofs_proving}, done {m.proofs_done}, failed {m.proofs_failed}")
+        print(
+            f"  replicas   predictor {replicas.get(f'Predictor-{m.name}', '?')}, "
+            f"prover {replicas.get(f'Prover-{m.name}', '?')}"
+        )
+        print(
+            f"  proofs     queued {m.proofs_queued}, proving {m.proofs_proving}, "
+            f"done {m.proofs_done}, failed {m.proofs_failed}"
+        )
 
 
 def _replica_counts() -> dict[str, int]:

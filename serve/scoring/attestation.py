@@ -11,8 +11,8 @@ import time
 import pyarrow as pa
 
 from circuits import Proof
-from serve.scoring.chunks import table_bytes
 from serve.files import write_atomically
+from serve.scoring.chunks import table_bytes
 from serve.scoring.layout import JobLayout
 
 
@@ -45,7 +45,9 @@ def submit_job(layout: JobLayout, scored: pa.Table, model_id: str, target: str, 
                     statuses[proof_id] = status_name(client.get(hashes[proof_id]))
     except (grpc.RpcError, TimeoutError) as error:
         detail = error.details() if isinstance(error, grpc.RpcError) else str(error)
-        raise SubmitError(f"verifier at {target}: {detail}; the scored rows are kept, re-run with --submit to retry") from None
+        raise SubmitError(
+            f"verifier at {target}: {detail}; the scored rows are kept, re-run with --submit to retry"
+        ) from None
     column = pa.array([statuses.get(pid) for pid in scored.column("proof_id").to_pylist()], pa.string())
     if "attestation" in scored.column_names:
         scored = scored.drop_columns(["attestation"])

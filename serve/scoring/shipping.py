@@ -23,10 +23,10 @@ from circuits.package import MANIFEST
 class PackageSource:
     root: str
     model_id: str
-    files: "ray.ObjectRef"  # dict file name -> bytes
+    files: ray.ObjectRef  # dict file name -> bytes
 
     @classmethod
-    def publish(cls, package: CircuitPackage) -> "PackageSource":
+    def publish(cls, package: CircuitPackage) -> PackageSource:
         names = [MANIFEST, *package.manifest["files"]]
         files = {name: (package.root / name).read_bytes() for name in names}
         return cls(str(package.root), package.model_id, ray.put(files))

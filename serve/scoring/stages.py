@@ -49,7 +49,9 @@ class InferenceStage:
         feed = rows.astype(np.float32)
         if fixed and fixed > len(rows):  # a fixed-batch model: pad, then drop the padding
             feed = np.concatenate([feed, np.zeros((fixed - len(rows), *feed.shape[1:]), np.float32)])
-        return [np.asarray(out)[:len(rows)].astype(np.float64) for out in self.session.run(None, {self.input.name: feed})]
+        return [
+            np.asarray(out)[: len(rows)].astype(np.float64) for out in self.session.run(None, {self.input.name: feed})
+        ]
 
 
 class ProvingStage:
@@ -63,7 +65,7 @@ class ProvingStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = [json.dumps(self._score(int(batch_id), payload, outputs, error))
                    for batch_id, payload, outputs, error in zip(batch["batch_id"], batch["payload"], batch["outputs"],
-                                                                batch["error"])]
+                                                                batch["error"], strict=False)]
         return {"batch_id": batch["batch_id"], "result": np.array(results, dtype=object)}
 
     def _score(self, batch_id: int, payload: bytes, outputs: bytes, error: str) -> dict:
@@ -76,7 +78,11 @@ class ProvingStage:
             return {"batch_id": batch_id, "errors": [],
                     "proofs": [{"proof_id": None, "rows": self._rows(row_ids, computed, None)}]}
         try:
-            return {"batch_id": batch_id, "errors": [], "proofs": [self._prove(batch_id, None, row_ids, rows, computed)]}
+            return {
+                "batch_id": batch_id,
+                "errors": [],
+                "proofs": [self._prove(batch_id, None, row_ids, rows, computed)],
+            }
         except Exception as batch_error:  # noqa: BLE001 - find the row(s) at fault, keep the rest
             if len(row_ids) == 1:
                 return {"batch_id": batch_id, "proofs": [], "errors": [self._prove_error(row_ids[0], batch_error)]}
@@ -98,11 +104,17 @@ class ProvingStage:
     def _rows(self, row_ids, computed: list[np.ndarray], proven: list[np.ndarray] | None) -> list[dict]:
         rows = []
         for index, row_id in enumerate(row_ids):
-            row = {"row_id": int(row_id), "row_index": index,
-                   "outputs": {name: np.ravel(array[index]).tolist() for name, array in zip(self.output_names, computed)}}
+            row = {
+                "row_id": int(row_id),
+                "row_index": index,
+                "outputs": {
+                    name: np.ravel(array[index]).tolist()
+                    for name, array in zip(self.output_names, computed, strict=False)
+                },
+            }
             if proven is not None:
                 diff = max(float(np.max(np.abs(np.ravel(c[index]) - np.ravel(p[index])), initial=0.0))
-                           for c, p in zip(computed, proven))
+                           for c, p in zip(computed, proven, strict=False))
                 row |= {"max_abs_diff": diff, "outputs_agree": diff <= self.package.tolerance}
             rows.append(row)
         return rows

@@ -39,8 +39,10 @@ class JobReport:
 
     def describe(self) -> str:
         verdict = "OK" if self.ok else f"FAILED ({len(self.problems)} problem(s))"
-        lines = [f"{self.directory}: {verdict}: {self.rows} rows, {self.proofs_verified}/{self.proofs} proofs verified, "
-                 f"{self.errors_listed} rows in errors.csv"]
+        lines = [
+            f"{self.directory}: {verdict}: {self.rows} rows, {self.proofs_verified}/{self.proofs} proofs verified, "
+            f"{self.errors_listed} rows in errors.csv"
+        ]
         return "\n".join(lines + [f"  - {problem}" for problem in self.problems[:50]])
 
 
@@ -55,7 +57,9 @@ def verify_job(directory: str | Path, package: CircuitPackage | None = None) -> 
     manifest = json.loads(layout.manifest.read_text())
     package = package or _job_package(manifest)
     if package.model_id != manifest["model_id"]:
-        report.problems.append(f"package {package.root} has model_id {package.model_id}, the job used {manifest['model_id']}")
+        report.problems.append(
+            f"package {package.root} has model_id {package.model_id}, the job used {manifest['model_id']}"
+        )
         return report
     results = pq.read_table(layout.results).to_pylist()
     report.rows = len(results)
@@ -85,7 +89,9 @@ def _check_accounting(layout: JobLayout, results: list[dict], report: JobReport)
     summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else {}
     total = summary.get("rows_total")
     if total is not None and len(set(scored) | unscored_errors) != total:
-        report.problems.append(f"{total} input rows, but {len(set(scored) | unscored_errors)} are scored or listed as errors")
+        report.problems.append(
+            f"{total} input rows, but {len(set(scored) | unscored_errors)} are scored or listed as errors"
+        )
 
 
 def _check_proofs(layout: JobLayout, package: CircuitPackage, results: list[dict], report: JobReport) -> None:
@@ -111,7 +117,7 @@ def _check_proofs(layout: JobLayout, package: CircuitPackage, results: list[dict
             if not 0 <= row["row_index"] < proof.rows:
                 report.problems.append(f"row {row['row_id']}: row_index {row['row_index']} outside proof {proof_id}")
                 continue
-            for name, array in zip(output_names, proven):
+            for name, array in zip(output_names, proven, strict=False):
                 diff = float(np.max(np.abs(np.asarray(row[name]) - np.ravel(array[row["row_index"]])), initial=0.0))
                 if diff > package.tolerance:
                     report.problems.append(f"row {row['row_id']}: output {name} differs from its proof by {diff:.3g} "

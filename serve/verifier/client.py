@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from circuits import Proof
 from zkserve.v1 import verifier_pb2 as pb
 from zkserve.v1 import verifier_pb2_grpc
+
+from circuits import Proof
 
 MODES = {"anchor": pb.SUBMIT_MODE_ANCHOR, "onchain": pb.SUBMIT_MODE_ONCHAIN}
 FINAL = {pb.ATTESTATION_STATUS_ANCHORED, pb.ATTESTATION_STATUS_ATTESTED, pb.ATTESTATION_STATUS_REJECTED}
@@ -32,7 +32,7 @@ class VerifierClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "VerifierClient":
+    def __enter__(self) -> VerifierClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -150,12 +150,19 @@ class Outbox:
         """Queues a verified proof; returns (record, newly_added). A known hash is left as it is."""
         with self._transaction() as db:
             inserted = db.execute(
-                "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, instances_hash, leaf, proof, instances, submitted_at)"
+                "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, "
+                "instances_hash, leaf, proof, instances, submitted_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (proof_hash, model_id, mode, instances_hash, leaf,
-                 proof if mode == ONCHAIN else None,
-                 json.dumps([str(i) for i in instances]) if mode == ONCHAIN and instances is not None else None,
-                 time.time()),
+                (
+                    proof_hash,
+                    model_id,
+                    mode,
+                    instances_hash,
+                    leaf,
+                    proof if mode == ONCHAIN else None,
+                    json.dumps([str(i) for i in instances]) if mode == ONCHAIN and instances is not None else None,
+                    time.time(),
+                ),
             ).rowcount
         return self.get(proof_hash), bool(inserted)
 
@@ -166,7 +173,8 @@ class Outbox:
             row = self._db.execute(
                 "SELECT p.*, b.root AS b_root, b.size AS b_size, b.tx_hash AS b_tx, b.block_number AS b_block,"
                 " b.attempts AS b_attempts, b.last_error AS b_error,"
-                " (SELECT t.tx_hash FROM transactions t WHERE t.batch_id = p.batch_id ORDER BY t.sent_at DESC LIMIT 1) AS t_latest"
+                " (SELECT t.tx_hash FROM transactions t WHERE t.batch_id = "
+                "p.batch_id ORDER BY t.sent_at DESC LIMIT 1) AS t_latest"
                 " FROM proofs p LEFT JOIN batches b ON b.id = p.batch_id WHERE p.proof_hash = ?",
                 (proof_hash,),
             ).fetchone()
@@ -208,8 +216,10 @@ class Outbox:
         now = time.time() if now is None else now
         formed = 0
         with self._transaction() as db:
-            for row in db.execute("SELECT proof_hash, model_id FROM proofs WHERE mode = 'onchain' AND status = 'pending'"
-                                  " AND batch_id IS NULL ORDER BY submitted_at").fetchall():
+            for row in db.execute(
+                "SELECT proof_hash, model_id FROM proofs WHERE mode = 'onchain' AND status = 'pending'"
+                " AND batch_id IS NULL ORDER BY submitted_at"
+            ).fetchall():
                 batch_id = self._insert_batch(db, ONCHAIN, None, 1, [row["model_id"]], now)
                 db.execute("UPDATE proofs SET batch_id = ? WHERE proof_hash = ?", (batch_id, row["proof_hash"]))
                 formed += 1
@@ -236,7 +246,9 @@ class Outbox:
 
     def oldest_unbatched_age(self, now: float | None = None) -> float | None:
         with self._lock:
-            row = self._db.execute("SELECT MIN(submitted_at) FROM proofs WHERE status = 'pending' AND batch_id IS NULL").fetchone()
+            row = self._db.execute(
+                "SELECT MIN(submitted_at) FROM proofs WHERE status = 'pending' AND batch_id IS NULL"
+            ).fetchone()
         return None if row[0] is None else (time.time() if now is None else now) - row[0]
 
     # ---- sending ----
@@ -246,7 +258,9 @@ class Outbox:
         order, so there is never more than one of our transactions in flight."""
         now = time.time() if now is None else now
         with self._lock:
-            row = self._db.execute("SELECT * FROM batches WHERE state IN ('queued', 'sent') ORDER BY id LIMIT 1").fetchone()
+            row = self._db.execute(
+                "SELECT * FROM batches WHERE state IN ('queued', 'sent') ORDER BY id LIMIT 1"
+            ).fetchone()
         if row is None or row["next_attempt_at"] > now:
             return None
         return Batch(row["id"], row["kind"], row["root"], row["size"], json.loads(row["model_ids"]), row["state"],
@@ -260,14 +274,18 @@ class Outbox:
 
     def transactions(self, batch_id: int) -> list[Transaction]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM transactions WHERE batch_id = ? ORDER BY sent_at DESC", (batch_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM transactions WHERE batch_id = ? ORDER BY sent_at DESC", (batch_id,)
+            ).fetchall()
         return [Transaction(r["tx_hash"], r["nonce"], bytes(r["raw"]), r["sent_at"]) for r in rows]
 
     def record_transaction(self, batch_id: int, tx_hash: str, nonce: int, raw: bytes) -> None:
         """Committed before the broadcast: a crash after sending still knows the hash."""
         with self._transaction(notify=False) as db:
-            db.execute("INSERT OR IGNORE INTO transactions (tx_hash, batch_id, nonce, raw, sent_at) VALUES (?, ?, ?, ?, ?)",
-                       (tx_hash, batch_id, nonce, raw, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO transactions (tx_hash, batch_id, nonce, raw, sent_at) VALUES (?, ?, ?, ?, ?)",
+                (tx_hash, batch_id, nonce, raw, time.time()),
+            )
             db.execute("UPDATE batches SET state = 'sent' WHERE id = ?", (batch_id,))
 
     def requeue(self, batch_id: int) -> None:
@@ -278,8 +296,10 @@ class Outbox:
     def retry_later(self, batch_id: int, error: str, base_s: float, max_s: float) -> float:
         """Exponential backoff with jitter; the error is shown to GetAttestation callers."""
         with self._transaction() as db:
-            attempts = db.execute("UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE id = ? RETURNING attempts",
-                                  (error, batch_id)).fetchone()[0]
+            attempts = db.execute(
+                "UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE id = ? RETURNING attempts",
+                (error, batch_id),
+            ).fetchone()[0]
             delay = min(max_s, base_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
             db.execute("UPDATE batches SET next_attempt_at = ? WHERE id = ?", (time.time() + delay, batch_id))
         return delay
@@ -297,6 +317,11 @@ class Outbox:
         """The contract refused an onchain proof: final, with the reason."""
         with self._transaction() as db:
             now = time.time()
-            db.execute("UPDATE batches SET state = 'rejected', tx_hash = ?, last_error = ? WHERE id = ?", (tx_hash, reason, batch_id))
-            db.execute("UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL WHERE batch_id = ?",
-                       (reason, now, batch_id))
+            db.execute(
+                "UPDATE batches SET state = 'rejected', tx_hash = ?, last_error = ? WHERE id = ?",
+                (tx_hash, reason, batch_id),
+            )
+            db.execute(
+                "UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL WHERE batch_id = ?",
+                (reason, now, batch_id),
+            )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from serve.chain.client import ChainClient, ChainError, ChainUnavailable, NonceTooLow, SignedTx, TxReverted
 from serve.chain.registry import Registry
@@ -37,7 +37,7 @@ class ChainSender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chain-sender", daemon=True)
 
-    def start(self) -> "ChainSender":
+    def start(self) -> ChainSender:
         self._thread.start()
         return self
 
@@ -81,7 +81,14 @@ class ChainSender:
                 else registry.attest_call(*self._attest_args(batch)))
         signed = self.chain.build_and_sign(call, self.chain.pending_nonce(), registry.abi)
         self.outbox.record_transaction(batch.id, signed.tx_hash, signed.nonce, signed.raw)
-        log.info("batch %d (%s, %d proofs): sending %s nonce %d", batch.id, batch.kind, batch.size, signed.tx_hash, signed.nonce)
+        log.info(
+            "batch %d (%s, %d proofs): sending %s nonce %d",
+            batch.id,
+            batch.kind,
+            batch.size,
+            signed.tx_hash,
+            signed.nonce,
+        )
         try:
             self.chain.broadcast(signed)
         except NonceTooLow:
@@ -132,7 +139,9 @@ class ChainSender:
             self.outbox.reject(batch.id, f"contract rejected the proof: {error.reason}", error.tx_hash)
             return
         self.outbox.requeue(batch.id)
-        delay = self.outbox.retry_later(batch.id, f"contract reverted: {error.reason}", self.retry_base_s, self.retry_max_s)
+        delay = self.outbox.retry_later(
+            batch.id, f"contract reverted: {error.reason}", self.retry_base_s, self.retry_max_s
+        )
         log.warning("batch %d reverted (%s); retrying in %.1f s", batch.id, error.reason, delay)
 
 

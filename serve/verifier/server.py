@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from zkserve.v1 import verifier_pb2, verifier_pb2_grpc
 
 from circuits.paths import StatePaths
 from serve.chain.connect import ChainConnection, connect
@@ -21,7 +22,6 @@ from serve.verifier.models import ModelCatalog
 from serve.verifier.outbox import Outbox
 from serve.verifier.sender import ChainSender
 from serve.verifier.service import RegistryHandle, VerifierService
-from zkserve.v1 import verifier_pb2, verifier_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class VerifierServer:
             raise OSError(f"cannot listen on {address} (in use?); set verifier.port")
         self.address = f"{self.settings['host']}:{self.port}"
 
-    def start(self) -> "VerifierServer":
+    def start(self) -> VerifierServer:
         try:
             self.registry()  # deploy/locate the registry now when the chain is up; later otherwise
         except Exception as error:  # noqa: BLE001 - the chain may be down; the sender retries

@@ -11,9 +11,11 @@ import functools
 import logging
 import re
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
+from zkserve.v1 import verifier_pb2 as pb
+from zkserve.v1 import verifier_pb2_grpc
 
 from circuits import Proof
 from serve.chain.client import ChainError, ChainUnavailable
@@ -22,8 +24,6 @@ from serve.merkle import instances_hash, leaf_of
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
 from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
-from zkserve.v1 import verifier_pb2 as pb
-from zkserve.v1 import verifier_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def _fail(context: grpc.ServicerContext, error: Exception, method: str):
     if isinstance(error, RpcFailure):
         context.abort(error.code, error.message)
     log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the verifier; the operator can find it in the service log")
+    context.abort(
+        grpc.StatusCode.INTERNAL, f"{method} failed inside the verifier; the operator can find it in the service log"
+    )
 
 
 def _code(error: Exception) -> str:
@@ -107,8 +109,10 @@ class RegistryHandle:
             registry = self()
             registered = registry.is_registered(model_id)
         except ChainUnavailable as error:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE,
-                             f"cannot reach the chain to check that {name} is registered ({error}); retry shortly") from None
+            raise RpcFailure(
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot reach the chain to check that {name} is registered ({error}); retry shortly",
+            ) from None
         except ChainError as error:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"chain error while checking {name}: {error}") from None
         if not registered:
@@ -144,15 +148,21 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
     @staticmethod
     def _proof(raw: bytes) -> Proof:
         if not raw:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "proof is empty; send the proof JSON (circuits.Proof.to_json())")
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT, "proof is empty; send the proof JSON (circuits.Proof.to_json())"
+            )
         if len(raw) > MAX_PROOF_BYTES:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof is {len(raw)} bytes, over the {MAX_PROOF_BYTES} limit")
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT, f"proof is {len(raw)} bytes, over the {MAX_PROOF_BYTES} limit"
+            )
         try:
             proof = Proof.from_json(raw)
             proof.proof_bytes, proof.instances  # noqa: B018 - reject malformed fields up front
         except (ValueError, KeyError, TypeError) as error:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"proof is not a zkserve proof document ({error}); send circuits.Proof.to_json()") from None
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"proof is not a zkserve proof document ({error}); send circuits.Proof.to_json()",
+            ) from None
         return proof
 
     def _verify(self, request):

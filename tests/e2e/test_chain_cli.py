@@ -8,8 +8,8 @@ import json
 import pytest
 
 from serve.chain.keys import ANVIL_DEV_KEY
-from tests.conftest import run_cli
 from serve.ports import free_port
+from tests.conftest import run_cli
 from tests.e2e.conftest import tamper_output
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,11 @@ def test_register_verify_attestation(tmp_path, mlp_package, mlp_proofs):
     ok = run_cli("verify", str(good), "--model", str(mlp_package.root), "--onchain", env=env, timeout=180)
     assert ok.returncode == 0 and "off chain: VALID" in ok.stderr and "on chain" in ok.stderr, ok.stderr
     refused = run_cli("verify", str(bad), "--model", str(mlp_package.root), "--onchain", env=env, timeout=180)
-    assert refused.returncode == 1 and "off chain: INVALID" in refused.stderr and "INVALID" in refused.stderr.split("on chain")[1]
+    assert (
+        refused.returncode == 1
+        and "off chain: INVALID" in refused.stderr
+        and "INVALID" in refused.stderr.split("on chain")[1]
+    )
 
     lookup = run_cli("attestation", mlp_proofs[0].proof_hash, env=env, timeout=180)
     assert lookup.returncode == 1 and "not attested on chain" in lookup.stderr, lookup.stderr

@@ -110,7 +110,9 @@ def test_consumer_accepts_attested_and_anchored_only(registry, mlp_package, mlp_
     chain = registry.chain
 
     def decide(app: bytes, proof, path=(), root=ZERO, instances=None):
-        call = consumer.functions.decide(app, to_bytes32(proof.proof_hash), instances or proof.instances, list(path), root)
+        call = consumer.functions.decide(
+            app, to_bytes32(proof.proof_hash), instances or proof.instances, list(path), root
+        )
         return chain.transact(call, abi)
 
     attest(registry, mlp_package.model_id, attested)

@@ -17,13 +17,13 @@ import pytest
 from eth_hash.auto import keccak
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from inference import grpc_service_pb2 as oip
+from zkserve.v1 import attestation_pb2 as pb
 
 from circuits import Proof
-from inference import grpc_service_pb2 as oip
 from serve.client import output_array, proof_bytes
 from tests.e2e.serving_fixtures import SHARED_BATCH_MODEL, shared_batch_package
 from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
-from zkserve.v1 import attestation_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 MLP, CNN = "demo-mlp", "demo-cnn"
@@ -49,7 +49,9 @@ def test_sync_attest_returns_a_proof_that_verifies_elsewhere(stubs, mlp_package,
     assert params["model_id"].string_param == mlp_package.model_id
     assert params["proof_status"].string_param == "done"
     assert params["proven_outputs_match"].bool_param is True
-    np.testing.assert_allclose(output_array(response, "scores"), ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
+    np.testing.assert_allclose(
+        output_array(response, "scores"), ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6
+    )
 
     proof = Proof.from_json(proof_bytes(response))
     assert params["proof_hash"].string_param == proof.proof_hash == "0x" + keccak(proof.proof_bytes).hex()
@@ -61,7 +63,9 @@ def test_typed_contents_work_like_raw_ones(stubs, cnn_package):
     rows = rows_of(np.random.default_rng(2), (3, 1, 8, 8))
     response = inference.ModelInfer(infer_request(CNN, "image", rows, attest="none", raw=False))
     assert not response.raw_output_contents
-    np.testing.assert_allclose(output_array(response, "logits"), ort_run(cnn_package.onnx_path, "image", rows), rtol=1e-6)
+    np.testing.assert_allclose(
+        output_array(response, "logits"), ort_run(cnn_package.onnx_path, "image", rows), rtol=1e-6
+    )
     assert "proof_id" not in response.parameters
 
 
@@ -92,11 +96,18 @@ def test_async_attest_answers_before_the_proof_then_streams_it(stubs, cnn_packag
 def test_native_predict_sync(stubs, mlp_package):
     _, attestation = stubs
     rows = rows_of(np.random.default_rng(4), (1, 16))
-    response = attestation.Predict(pb.PredictRequest(
-        model=MLP, attest=pb.ATTEST_MODE_SYNC, inputs=[pb.Tensor(name="features", shape=[1, 16], values=rows.ravel().tolist())]))
+    response = attestation.Predict(
+        pb.PredictRequest(
+            model=MLP,
+            attest=pb.ATTEST_MODE_SYNC,
+            inputs=[pb.Tensor(name="features", shape=[1, 16], values=rows.ravel().tolist())],
+        )
+    )
     assert response.model_id == mlp_package.model_id and response.proof_id
     assert response.proof.status == pb.PROOF_STATUS_DONE and response.proof.proven_outputs_match
-    np.testing.assert_allclose(np.asarray(response.outputs[0].values), ort_run(mlp_package.onnx_path, "features", rows).ravel(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(response.outputs[0].values), ort_run(mlp_package.onnx_path, "features", rows).ravel(), rtol=1e-6
+    )
 
 
 def test_shared_proof_batching_groups_concurrent_requests_into_one_proof(stubs):
@@ -119,7 +130,7 @@ def test_shared_proof_batching_groups_concurrent_requests_into_one_proof(stubs):
     proof = Proof.from_json(responses[0].proof.proof)
     assert verify_proof(package, proof)
     proven = decode_outputs(package, proof)[0]
-    for row, response in zip(rows, responses):
+    for row, response in zip(rows, responses, strict=False):
         assert response.proof.proven_outputs_match
         expected = ort_run(package.onnx_path, "features", row[None, :])
         assert np.max(np.abs(proven[response.proof.row_offset] - expected)) <= package.tolerance
@@ -139,7 +150,9 @@ def test_32_clients_x_10_requests(serving_app, mlp_package, tmp_path):
         for step in range(per_client):
             n = index * per_client + step
             attest = "sync" if step == index % per_client else "none"  # one proof per client
-            response = stub.ModelInfer(infer_request(MLP, "features", reference_rows[n:n + 1], attest=attest), timeout=240)
+            response = stub.ModelInfer(
+                infer_request(MLP, "features", reference_rows[n : n + 1], attest=attest), timeout=240
+            )
             if not np.allclose(output_array(response, "scores"), expected[n:n + 1], rtol=1e-6):
                 with lock:
                     failures.append(f"request {n}: wrong outputs")
@@ -217,7 +230,11 @@ def test_unknown_proof_id_is_not_found(stubs):
     _, attestation = stubs
     for call in (attestation.GetProof, lambda r: list(attestation.WatchProof(r))):
         with pytest.raises(grpc.RpcError) as raised:
-            call(pb.GetProofRequest(proof_id="nope") if call is attestation.GetProof else pb.WatchProofRequest(proof_id="nope"))
+            call(
+                pb.GetProofRequest(proof_id="nope")
+                if call is attestation.GetProof
+                else pb.WatchProofRequest(proof_id="nope")
+            )
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -237,7 +254,9 @@ def test_metadata_list_models_health_and_reflection(serving_app, stubs, mlp_pack
     assert models[MLP].proofs_done >= 1
 
     channel = serving_app.channel()
-    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")
+    )
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
@@ -249,7 +268,9 @@ def test_done_proofs_survive_a_proof_store_restart(serving_app, stubs):
     import ray
 
     inference, attestation = stubs
-    response = inference.ModelInfer(infer_request(MLP, "features", rows_of(np.random.default_rng(6), (1, 16)), attest="sync"))
+    response = inference.ModelInfer(
+        infer_request(MLP, "features", rows_of(np.random.default_rng(6), (1, 16)), attest="sync")
+    )
     proof_id = response.parameters["proof_id"].string_param
     store_actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#ProofStore#" in a["name"]]
     assert len(store_actors) == 1

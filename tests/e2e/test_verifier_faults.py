@@ -122,7 +122,9 @@ class FaultyRpcProxy:
                         proxy.injected[(method, mode)] += 1
                 if mode == "refuse":
                     return self._reply(503, b"upstream busy")
-                reply = requests.post(proxy.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+                reply = requests.post(
+                    proxy.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
+                )
                 if mode == "lose_reply":
                     return self._reply(502, b"bad gateway")
                 self._reply(reply.status_code, reply.content)

@@ -7,12 +7,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from zkserve.v1 import verifier_pb2 as pb
 
 from serve.chain.keys import ANVIL_DEV_KEY
 from serve.chain.registry import deploy_consumer, to_bytes32
 from serve.verifier.client import status_name
 from tests.e2e.conftest import VerifierProcess, relabel, setup_registry, tamper_byte, tamper_output
-from zkserve.v1 import verifier_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 ZERO = b"\x00" * 32
@@ -94,7 +94,7 @@ def test_anchor_mode_end_to_end(stack, mlp_package, mlp_proofs):
     records = [client.wait_final(p.proof_hash, 60) for p in proofs]
     consumer, abi = deploy_consumer(registry.chain, registry, mlp_package.model_id, len(proofs[0].instances) - 1,
                                     approve_above=-(2**200), approved_limit=777)
-    for index, (proof, record) in enumerate(zip(proofs, records)):
+    for index, (proof, record) in enumerate(zip(proofs, records, strict=False)):
         assert status_name(record) == "anchored", record
         assert record.tx_hash and record.block_number > 0 and record.merkle_root
         assert registry.is_anchored(record.leaf, list(record.merkle_path), record.merkle_root)
@@ -117,7 +117,9 @@ def test_onchain_mode_end_to_end_with_watch(stack, mlp_package, cnn_package, mlp
     assert on_chain["block_number"] == record.block_number > 0 and on_chain["model_id"] == mlp_package.model_id
     consumer, abi = deploy_consumer(registry.chain, registry, mlp_package.model_id, len(proof.instances) - 1,
                                     approve_above=-(2**200), approved_limit=1)
-    registry.chain.transact(consumer.functions.decide(b"\x42" * 32, to_bytes32(proof.proof_hash), proof.instances, [], ZERO), abi)
+    registry.chain.transact(
+        consumer.functions.decide(b"\x42" * 32, to_bytes32(proof.proof_hash), proof.instances, [], ZERO), abi
+    )
     assert consumer.functions.creditLimit(b"\x42" * 32).call() == 1
     # another model through the same service
     client.submit(cnn_package.model_id, cnn_proof, mode="onchain")
