@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 9000,
         "max_request_bytes": 4 * 1024 * 1024,
-        "http_port": 8000,  # Ray Serve's HTTP proxy starts beside the gRPC one; nothing is served on it
+        "http_port": 8000,  # KServe v2 REST (Open Inference Protocol over HTTP), same host
     },
     "serving": {
         "models": ["demo-mlp", "demo-cnn"],  # demo names or circuit package directories
@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
         "proof_batch_wait_timeout_s": 0.05,  # proof_batching: shared waits this long to fill a proof
         "ort_threads": 1,  # ONNX Runtime intra-op threads per predictor replica (None -> ORT default)
         "proof_batching": "per_request",  # or "shared"
+        "max_queued_proofs": 1024,  # attested requests past this many unfinished proofs get RESOURCE_EXHAUSTED
         "submit_proofs": True,  # the prover sends every proof to the verifier service (anchor mode)
     },
     "verifier": {
