@@ -1,11 +1,11 @@
 """Builds the Ray Serve application from the config document and starts it.
 
 The document is Ray Serve's own config schema plus the ``zkserve`` section
-(``serve.config.load_config``). From Ray's part this reads ``grpc_options.grpc_servicer_functions``
-(added to ours) and, of the first application, ``deployments`` (per-deployment options such as
+(``serve.config.load_config``). From Ray's part this reads ``http_options`` and, of the first
+application, ``deployments`` (per-deployment options such as
 ``num_replicas`` or ``autoscaling_config``, matched by deployment name).
 
-Shape: one Ingress (direct ingress: it serves gRPC and REST itself, runs ONNX Runtime in process
+Shape: one Ingress (it serves gRPC and REST itself, no proxy; runs ONNX Runtime in process
 on CPU nodes and owns the proof service), one Prover per model, and with a GPU one Predictor per
 model holding it.
 """
@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from ray import serve
-from ray.serve.config import gRPCOptions
 from ray.serve.handle import DeploymentHandle
 
 from serve.app.direct import serve_env
@@ -27,11 +26,6 @@ from serve.app.prover import Prover
 from serve.protocol.types import AttestMode
 
 APP_NAME = "zkserve"
-INGRESS_SERVICERS = [
-    "inference.grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server",
-    "zkserve.v1.attestation_pb2_grpc.add_AttestationServicer_to_server",
-    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
-]
 DEFAULT_HTTP_PORT = 8000
 
 
@@ -41,8 +35,7 @@ def deployment_name(kind: str, model: str = "") -> str:
 
 def _env(zkserve: dict) -> dict[str, str]:
     ingress = zkserve["ingress"]
-    return serve_env(int(ingress["port"]), int(ingress.get("http_port", DEFAULT_HTTP_PORT)),
-                     int(ingress["max_request_bytes"]))
+    return serve_env(int(ingress["max_request_bytes"]))
 
 
 def _prover_options(serving: dict, spec: ModelSpec, env: dict[str, str]) -> dict:
@@ -104,7 +97,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
     }
     verifier = f"{zkserve['verifier']['host']}:{zkserve['verifier']['port']}" if serving["submit_proofs"] else None
     settings = {
-        "host": ingress["host"], "max_request_bytes": ingress["max_request_bytes"],
+        "host": ingress["host"], "port": int(ingress["port"]), "http_port": int(ingress.get("http_port", DEFAULT_HTTP_PORT)),
+        "max_request_bytes": ingress["max_request_bytes"],
         "default_attest": str(AttestMode.parse(serving["default_attest"])),
         "max_batch_size": serving["max_batch_size"], "ort_threads": serving.get("ort_threads"),
         "max_queued_proofs": serving.get("max_queued_proofs", 1024),
@@ -119,13 +113,6 @@ def app_builder(args: dict):
     from serve.config import load_config
 
     return build_app(load_config(args.get("config"))["zkserve"])
-
-
-def grpc_options(document: dict) -> gRPCOptions:
-    zkserve = document["zkserve"]
-    extra = (document.get("grpc_options") or {}).get("grpc_servicer_functions") or []
-    return gRPCOptions(port=int(zkserve["ingress"]["port"]),
-                       grpc_servicer_functions=INGRESS_SERVICERS + [f for f in extra if f not in INGRESS_SERVICERS])
 
 
 def http_options(document: dict) -> dict:
@@ -148,6 +135,7 @@ def start(document: dict) -> DeploymentHandle:
 
     gpus_visible = ray.cluster_resources().get("GPU", 0) > 0
     app = build_app(document["zkserve"], deployment_overrides(document), gpus_visible)
-    serve.start(grpc_options=grpc_options(document), http_options=http_options(document),
+    # No Ray proxy: the ingress replica serves gRPC and REST itself (serve.app.direct).
+    serve.start(http_options=http_options(document), proxy_location="Disabled",
                 controller_options={"runtime_env": {"env_vars": _env(document["zkserve"])}})
     return serve.run(app, name=APP_NAME, route_prefix="/")

@@ -1,8 +1,8 @@
-"""Ingress deployment: the app's front door, served by Ray Serve direct ingress (no proxy hop).
+"""Ingress deployment: the app's front door. Its replica serves gRPC and REST itself on the
+configured host and ports (``serve.app.direct``): no proxy, no hop before this process.
 
 gRPC: ``inference.GRPCInferenceService`` (Open Inference Protocol), ``zkserve.v1.Attestation`` and
-``grpc.health.v1.Health`` (Ray routes a call to the method with the RPC's name, so names are unique
-across the three). HTTP: KServe v2 REST (``/v2/...``). Each call: auth (the marked call site),
+``grpc.health.v1.Health`` (one servicer: method names are unique across the three). HTTP: KServe v2 REST (``/v2/...``). Each call: auth (the marked call site),
 then a protocol adapter (``serve.protocol``), then the data plane. Failures map through
 ``serve.errors``; anything else is INTERNAL / 500 with an incident id, never a trace.
 """
@@ -23,7 +23,7 @@ from ray import serve
 from inference import grpc_service_pb2 as oip_pb
 from serve.app import metrics
 from serve.app.dataplane import DataPlane
-from serve.app.direct import bind_grpc_to
+from serve.app.direct import keep_replica_servers_local, start_grpc_server, start_rest_server
 from serve.app.inference import BatchedModel
 from serve.app.models import ModelSpec
 from serve.app.proofs import ProofService
@@ -89,9 +89,6 @@ def grpc_method(response_type, open_to_all: bool = False):
                 except Exception as raised:  # noqa: BLE001 - turned into a status
                     error = raised
                     fail(self, grpc_context, raised)
-                    # Ray applies grpc_context only along with a yielded message: the client sees
-                    # one empty message, then this status.
-                    yield response_type()
                 finally:
                     count(request, error)
 
@@ -131,7 +128,7 @@ OPEN_ROUTES = {"rest_live", "rest_ready"}
 @serve.deployment(max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
 class Ingress:
     async def __init__(self, specs: dict[str, ModelSpec], predictors: dict | None, provers: dict, settings: dict):
-        bind_grpc_to(settings["host"])  # before Ray starts this replica's gRPC server
+        keep_replica_servers_local()
         self.specs = specs
         self.limits = Limits(max_bytes=int(settings["max_request_bytes"]))
         if predictors:  # a GPU: the Predictor deployment holds it
@@ -149,7 +146,15 @@ class Ingress:
                                    settings.get("verifier_target"))
         self.plane = DataPlane(specs, infer, self.proofs, AttestMode(settings["default_attest"]))
         await self.proofs.requeue_unfinished()
+        self._grpc = await start_grpc_server(self, settings["host"], int(settings["port"]), self.limits.max_bytes)
+        self._rest = await start_rest_server(self.handle_rest, settings["host"], int(settings["http_port"]))
 
+    async def __del__(self):
+        """Ray Serve calls this on a graceful stop: finish calls in flight (briefly), free the ports."""
+        if getattr(self, "_rest", None) is not None:
+            self._rest.should_exit = True
+        if getattr(self, "_grpc", None) is not None:
+            await self._grpc.stop(2)
     # === auth ======================================================================================
     def admit(self, context, method: str) -> None:
         """Where authentication and quotas go, once per call before any adapter (health stays open).
@@ -245,6 +250,13 @@ class Ingress:
             raise NotFound(f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
+    @grpc_method(health_pb2.HealthListResponse, open_to_all=True)
+    async def List(self, request, grpc_context):
+        response = health_pb2.HealthListResponse()
+        for service in SERVED_SERVICES:
+            response.statuses[service].status = health_pb2.HealthCheckResponse.SERVING
+        return response
+
     @grpc_method(health_pb2.HealthCheckResponse, open_to_all=True)
     async def Watch(self, request, grpc_context):
         # One answer, then the end of the stream: this replica is SERVING while Ray routes to it.
@@ -253,7 +265,7 @@ class Ingress:
         yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
     # === KServe v2 REST ============================================================================
-    async def __call__(self, request):
+    async def handle_rest(self, request):
         from starlette.responses import JSONResponse
 
         path, verb = request.url.path, request.method

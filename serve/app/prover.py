@@ -20,6 +20,7 @@ from ray import serve
 
 from circuits import InputError, Prover as CircuitProver, decode_outputs
 from serve.app import metrics
+from serve.app.direct import keep_replica_servers_local
 from serve.app.models import ModelSpec
 from serve.app.store import ProofJob
 
@@ -64,6 +65,7 @@ def pin_to_cores(cores: int | None) -> None:
 class Prover:
     def __init__(self, spec: ModelSpec, proof_batching: str = "per_request", batch_wait_timeout_s: float = 0.05,
                  prover_cores: int | None = None):
+        keep_replica_servers_local()
         pin_to_cores(prover_cores)
         self.spec = spec
         self.package = spec.load_package()  # checks integrity once per replica

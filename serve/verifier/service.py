@@ -18,6 +18,7 @@ import grpc
 from circuits import Proof
 from serve.chain.client import ChainError, ChainUnavailable
 from serve.chain.registry import Registry
+from serve.errors import FailedPrecondition, InvalidArgument, NotFound, ServeError, Unavailable, code_name, grpc_code
 from serve.merkle import instances_hash, leaf_of
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
@@ -37,21 +38,15 @@ MODES = {pb.SUBMIT_MODE_UNSPECIFIED: ANCHOR, pb.SUBMIT_MODE_ANCHOR: ANCHOR, pb.S
 MODE_TO_PROTO = {ANCHOR: pb.SUBMIT_MODE_ANCHOR, ONCHAIN: pb.SUBMIT_MODE_ONCHAIN}
 
 
-class RpcFailure(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 def _fail(context: grpc.ServicerContext, error: Exception, method: str):
-    if isinstance(error, RpcFailure):
-        context.abort(error.code, error.message)
+    if isinstance(error, ServeError):
+        context.abort(grpc_code(error), error.message)
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the verifier; the operator can find it in the service log")
 
 
 def _code(error: Exception) -> str:
-    return error.code.name if isinstance(error, RpcFailure) else "INTERNAL"
+    return code_name(error)
 
 
 def unary(method):
@@ -107,13 +102,11 @@ class RegistryHandle:
             registry = self()
             registered = registry.is_registered(model_id)
         except ChainUnavailable as error:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE,
-                             f"cannot reach the chain to check that {name} is registered ({error}); retry shortly") from None
+            raise Unavailable(f"cannot reach the chain to check that {name} is registered ({error}); retry shortly") from None
         except ChainError as error:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"chain error while checking {name}: {error}") from None
+            raise Unavailable(f"chain error while checking {name}: {error}") from None
         if not registered:
-            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION,
-                             f"model {name} ({model_id}) is not registered in the registry at {registry.address}; "
+            raise FailedPrecondition(f"model {name} ({model_id}) is not registered in the registry at {registry.address}; "
                              f"run `zkserve register {name}` first")
         self._registered.add(model_id)
 
@@ -137,22 +130,21 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         try:
             return self.catalog.resolve(model_ref)
         except UnknownModel as error:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(error)) from None
+            raise NotFound(str(error)) from None
         except AmbiguousModel as error:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+            raise InvalidArgument(str(error)) from None
 
     @staticmethod
     def _proof(raw: bytes) -> Proof:
         if not raw:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "proof is empty; send the proof JSON (circuits.Proof.to_json())")
+            raise InvalidArgument("proof is empty; send the proof JSON (circuits.Proof.to_json())")
         if len(raw) > MAX_PROOF_BYTES:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof is {len(raw)} bytes, over the {MAX_PROOF_BYTES} limit")
+            raise InvalidArgument(f"proof is {len(raw)} bytes, over the {MAX_PROOF_BYTES} limit")
         try:
             proof = Proof.from_json(raw)
             proof.proof_bytes, proof.instances  # noqa: B018 - reject malformed fields up front
         except (ValueError, KeyError, TypeError) as error:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"proof is not a zkserve proof document ({error}); send circuits.Proof.to_json()") from None
+            raise InvalidArgument(f"proof is not a zkserve proof document ({error}); send circuits.Proof.to_json()") from None
         return proof
 
     def _verify(self, request):
@@ -178,10 +170,10 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
 
     def _lookup(self, proof_hash: str) -> ProofRecord:
         if not HASH_RE.match(proof_hash or ""):
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof_hash {proof_hash!r} must be 0x + 64 hex digits")
+            raise InvalidArgument(f"proof_hash {proof_hash!r} must be 0x + 64 hex digits")
         record = self.outbox.get(proof_hash.lower())
         if record is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no proof {proof_hash} was submitted to this verifier")
+            raise NotFound(f"no proof {proof_hash} was submitted to this verifier")
         return record
 
     # ---- RPCs ----
@@ -196,11 +188,11 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
     @unary
     def Submit(self, request, context):
         if request.mode not in MODES:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"unknown mode {request.mode}; use ANCHOR or ONCHAIN")
+            raise InvalidArgument(f"unknown mode {request.mode}; use ANCHOR or ONCHAIN")
         mode = MODES[request.mode]
         package, proof, verdict, digest, leaf = self._verify(request)
         if not verdict.valid:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof rejected: {verdict.reason}")
+            raise InvalidArgument(f"proof rejected: {verdict.reason}")
         existing = self.outbox.get(proof.proof_hash)
         if existing is not None:
             return pb.SubmitResponse(attestation=self._record(existing), already_submitted=True)
