@@ -20,10 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_serving import MODEL, request_for, service_and_plain_server  # noqa: E402
-from bench.common import save  # noqa: E402
 from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
+
+from bench.bench_serving import MODEL, request_for, service_and_plain_server  # noqa: E402
+from bench.common import save  # noqa: E402
 
 
 def mean_ms(call, calls: int) -> float:

@@ -27,9 +27,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import save  # noqa: E402
 from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
+
+from bench.common import save  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 
 MODEL, INPUT = "demo-mlp", "features"

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from inference import grpc_service_pb2 as oip_pb
+
 from serve.protocol import oip
 from serve.protocol.types import PROOF_TENSOR, AttestMode, InferRequest, Tensor
 
@@ -18,7 +18,8 @@ __all__ = ["PROOF_TENSOR", "Prediction", "infer_request", "output_array", "param
 def infer_request(model: str, inputs: dict[str, np.ndarray], attest: str | None = None,
                   raw: bool = True) -> oip_pb.ModelInferRequest:
     """Tensors of the arrays' own datatypes, sent as raw contents (as stock Triton clients do)."""
-    request = InferRequest(model=model, inputs=tuple(Tensor.of(name, np.ascontiguousarray(a)) for name, a in inputs.items()),
+    tensors = tuple(Tensor.of(name, np.ascontiguousarray(a)) for name, a in inputs.items())
+    request = InferRequest(model=model, inputs=tensors,
                            attest=AttestMode.parse(attest) if attest is not None else None)
     return oip.encode_request(request, raw=raw)
 

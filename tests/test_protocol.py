@@ -9,18 +9,27 @@ import struct
 import grpc
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from inference import grpc_service_pb2 as oip_pb
+from zkserve.v1 import attestation_pb2 as pb
+
 from serve import errors
 from serve.app.models import ModelSpec, TensorSpec
 from serve.protocol import native, oip, rest
 from serve.protocol.types import (
-    NUMPY_DTYPES, AttestMode, InferRequest, InferResponse, Limits, ProofRecord, ProofStatus, Tensor, proof_parameters,
+    NUMPY_DTYPES,
+    AttestMode,
+    InferRequest,
+    InferResponse,
+    Limits,
+    ProofRecord,
+    ProofStatus,
+    Tensor,
+    proof_parameters,
 )
 from serve.protocol.validation import check_inputs, check_outputs
-from zkserve.v1 import attestation_pb2 as pb
 
 NUMERIC = [d for d in NUMPY_DTYPES if d != "BYTES"]
 TYPED = [d for d in NUMERIC if d != "FP16"]  # FP16 has no typed contents field in the protocol

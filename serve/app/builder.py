@@ -79,7 +79,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
     serving, ingress = zkserve["serving"], zkserve["ingress"]
     AttestMode.parse(serving["default_attest"])  # a typo fails here, naming the choices
     if serving["proof_batching"] not in ("per_request", "shared"):
-        raise ValueError(f"zkserve.serving.proof_batching must be per_request or shared, not {serving['proof_batching']!r}")
+        raise ValueError("zkserve.serving.proof_batching must be per_request or shared, "
+                         f"not {serving['proof_batching']!r}")
     env = _env(zkserve)
     specs = resolve_models(list(serving["models"]))
     predictors = None
@@ -97,7 +98,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
     }
     verifier = f"{zkserve['verifier']['host']}:{zkserve['verifier']['port']}" if serving["submit_proofs"] else None
     settings = {
-        "host": ingress["host"], "port": int(ingress["port"]), "http_port": int(ingress.get("http_port", DEFAULT_HTTP_PORT)),
+        "host": ingress["host"], "port": int(ingress["port"]),
+        "http_port": int(ingress.get("http_port", DEFAULT_HTTP_PORT)),
         "max_request_bytes": ingress["max_request_bytes"],
         "default_attest": str(AttestMode.parse(serving["default_attest"])),
         "max_batch_size": serving["max_batch_size"], "ort_threads": serving.get("ort_threads"),

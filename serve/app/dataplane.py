@@ -16,7 +16,14 @@ from serve.app.proofs import ProofService
 from serve.app.store import ProofJob
 from serve.errors import InvalidArgument, NotFound, OutOfRange
 from serve.protocol.types import (
-    PROOF_TENSOR, AttestMode, InferRequest, InferResponse, ProofRecord, ProofStatus, Tensor, new_proof_id,
+    PROOF_TENSOR,
+    AttestMode,
+    InferRequest,
+    InferResponse,
+    ProofRecord,
+    ProofStatus,
+    Tensor,
+    new_proof_id,
     proof_parameters,
 )
 from serve.protocol.validation import check_inputs, check_outputs

@@ -58,7 +58,6 @@ async def start_grpc_server(servicer, host: str, port: int, max_message_bytes: i
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
-
     from inference import grpc_service_pb2, grpc_service_pb2_grpc
     from zkserve.v1 import attestation_pb2, attestation_pb2_grpc
 

@@ -2,7 +2,8 @@
 configured host and ports (``serve.app.direct``): no proxy, no hop before this process.
 
 gRPC: ``inference.GRPCInferenceService`` (Open Inference Protocol), ``zkserve.v1.Attestation`` and
-``grpc.health.v1.Health`` (one servicer: method names are unique across the three). HTTP: KServe v2 REST (``/v2/...``). Each call: auth (the marked call site),
+``grpc.health.v1.Health`` (one servicer: method names are unique across the three).
+HTTP: KServe v2 REST (``/v2/...``). Each call: auth (the marked call site),
 then a protocol adapter (``serve.protocol``), then the data plane. Failures map through
 ``serve.errors``; anything else is INTERNAL / 500 with an incident id, never a trace.
 """
@@ -11,16 +12,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import re
 import uuid
 from importlib import metadata
 
 from grpc_health.v1 import health_pb2
-from ray import serve
-
 from inference import grpc_service_pb2 as oip_pb
+from ray import serve
+from zkserve.v1 import attestation_pb2 as pb
+
 from serve.app import metrics
 from serve.app.dataplane import DataPlane
 from serve.app.direct import keep_replica_servers_local, start_grpc_server, start_rest_server
@@ -30,7 +31,6 @@ from serve.app.proofs import ProofService
 from serve.errors import InvalidArgument, NotFound, PayloadTooLarge, ServeError, code_name, grpc_code, http_status
 from serve.protocol import native, oip, rest
 from serve.protocol.types import PROOF_TENSOR, AttestMode, Limits, ProofStatus
-from zkserve.v1 import attestation_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
 SERVED_SERVICES = ("", "inference.GRPCInferenceService", "zkserve.v1.Attestation")
@@ -201,8 +201,8 @@ class Ingress:
     async def Predict(self, request, grpc_context):
         response, record = await self.plane.infer(native.decode_predict(request, self.limits))
         spec = self.specs[response.model]
-        message = pb.PredictResponse(model=spec.name, model_id=spec.model_id,
-                                     outputs=[native.encode_tensor(t) for t in response.outputs if t.name != PROOF_TENSOR])
+        outputs = [native.encode_tensor(t) for t in response.outputs if t.name != PROOF_TENSOR]
+        message = pb.PredictResponse(model=spec.name, model_id=spec.model_id, outputs=outputs)
         if record is not None:
             message.proof_id = record.proof_id
             message.proof.CopyFrom(native.encode_record(record))

@@ -12,6 +12,7 @@ from circuits import CircuitPackage
 from circuits.domain import InputDomain
 from serve.protocol.types import DATATYPE_OF_NUMPY
 
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str

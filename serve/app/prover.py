@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray import serve
 
-from circuits import InputError, Prover as CircuitProver, decode_outputs
+from circuits import InputError, decode_outputs
+from circuits import Prover as CircuitProver
 from serve.app import metrics
 from serve.app.direct import keep_replica_servers_local
 from serve.app.models import ModelSpec

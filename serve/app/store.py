@@ -32,7 +32,8 @@ class ProofJob:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(buffer, **{f"in:{k}": v for k, v in self.inputs.items()}, **{f"out:{k}": v for k, v in self.outputs.items()})
+        arrays = {f"in:{k}": v for k, v in self.inputs.items()} | {f"out:{k}": v for k, v in self.outputs.items()}
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+from zkserve.v1 import attestation_pb2 as pb
 
 from serve.errors import InvalidArgument
 from serve.protocol.oip import decode_bytes_elements, encode_bytes_elements
 from serve.protocol.types import (
-    AttestMode, InferRequest, Limits, ProofRecord, ProofStatus, Tensor, checked_shape, numpy_dtype,
+    AttestMode,
+    InferRequest,
+    Limits,
+    ProofRecord,
+    ProofStatus,
+    Tensor,
+    checked_shape,
+    numpy_dtype,
 )
-from zkserve.v1 import attestation_pb2 as pb
 
 ATTEST_OF_ENUM = {pb.ATTEST_MODE_NONE: AttestMode.NONE, pb.ATTEST_MODE_ASYNC: AttestMode.ASYNC,
                   pb.ATTEST_MODE_SYNC: AttestMode.SYNC}
@@ -28,7 +35,8 @@ def decode_tensor(message: pb.Tensor, limits: Limits, budget: list[int]) -> Tens
         if message.values:
             raise InvalidArgument(f"input {message.name!r} sets both values and raw_contents; send one")
         if datatype == "BYTES":
-            return Tensor(message.name, datatype, decode_bytes_elements(message.name, message.raw_contents, count).reshape(shape))
+            items = decode_bytes_elements(message.name, message.raw_contents, count)
+            return Tensor(message.name, datatype, items.reshape(shape))
         want = count * dtype.itemsize
         if len(message.raw_contents) != want:
             raise InvalidArgument(f"input {message.name!r}: raw_contents hold {len(message.raw_contents)} bytes, "
@@ -37,7 +45,8 @@ def decode_tensor(message: pb.Tensor, limits: Limits, budget: list[int]) -> Tens
     if datatype != "FP32":
         raise InvalidArgument(f"input {message.name!r}: values carry FP32 only; send {datatype} as raw_contents")
     if len(message.values) != count:
-        raise InvalidArgument(f"input {message.name!r}: {len(message.values)} values, shape {list(shape)} needs {count}")
+        raise InvalidArgument(f"input {message.name!r}: {len(message.values)} values, "
+                              f"shape {list(shape)} needs {count}")
     return Tensor(message.name, "FP32", np.asarray(message.values, dtype=np.float32).reshape(shape))
 
 
@@ -50,7 +59,8 @@ def encode_tensor(tensor: Tensor) -> pb.Tensor:
     if tensor.datatype == "BYTES":
         message.raw_contents = encode_bytes_elements(tensor.data.ravel().tolist())
     else:
-        message.raw_contents = np.ascontiguousarray(tensor.data, dtype=numpy_dtype(tensor.datatype, tensor.name)).tobytes()
+        dtype = numpy_dtype(tensor.datatype, tensor.name)
+        message.raw_contents = np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
     return message
 
 

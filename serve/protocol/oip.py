@@ -11,11 +11,19 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-
 from inference import grpc_service_pb2 as oip
+
 from serve.errors import InvalidArgument
 from serve.protocol.types import (
-    PROOF_TENSOR, AttestMode, InferRequest, InferResponse, Limits, ParameterValue, Tensor, checked_shape, numpy_dtype,
+    PROOF_TENSOR,
+    AttestMode,
+    InferRequest,
+    InferResponse,
+    Limits,
+    ParameterValue,
+    Tensor,
+    checked_shape,
+    numpy_dtype,
 )
 
 # Which InferTensorContents field carries each datatype when sent typed.

@@ -15,7 +15,13 @@ import numpy as np
 
 from serve.errors import InvalidArgument, ServeError, http_status
 from serve.protocol.types import (
-    AttestMode, InferRequest, InferResponse, Limits, Tensor, checked_shape, numpy_dtype,
+    AttestMode,
+    InferRequest,
+    InferResponse,
+    Limits,
+    Tensor,
+    checked_shape,
+    numpy_dtype,
 )
 
 JSON_TYPES = {"b": (bool,), "i": (int,), "u": (int,), "f": (int, float)}
@@ -67,7 +73,8 @@ def _values(name: str, datatype: str, shape: tuple[int, ...], data) -> np.ndarra
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values and (min(values) < info.min or max(values) > info.max):
-            raise InvalidArgument(f"input {name!r}: a value lies outside the range of {datatype} [{info.min}, {info.max}]")
+            raise InvalidArgument(f"input {name!r}: a value lies outside the range of {datatype} "
+                                  f"[{info.min}, {info.max}]")
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
@@ -88,7 +95,8 @@ def decode_request(body: bytes, model: str, version: str = "", limits: Limits = 
         item = _object(item, f"inputs[{index}]")
         name, datatype = item.get("name"), item.get("datatype")
         if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(item.get("shape"), list):
-            raise InvalidArgument(f"inputs[{index}] needs \"name\" (string), \"shape\" (list) and \"datatype\" (string)")
+            raise InvalidArgument(f"inputs[{index}] needs \"name\" (string), \"shape\" (list) "
+                                  "and \"datatype\" (string)")
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in item["shape"]):
             raise InvalidArgument(f"input {name!r}: shape must be a list of integers")
         shape = checked_shape(name, item["shape"], limits, budget)
@@ -98,7 +106,8 @@ def decode_request(body: bytes, model: str, version: str = "", limits: Limits = 
     parameters = _object(document.get("parameters") or {}, "\"parameters\"")
     attest = AttestMode.parse(parameters["attest"]) if "attest" in parameters else None
     outputs = document.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+    named = isinstance(outputs, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
+    if not named:
         raise InvalidArgument("\"outputs\" must be a list of objects with a \"name\"")
     request_id = document.get("id", "")
     return InferRequest(model=model, version=version, id=str(request_id), inputs=tuple(tensors),
@@ -145,7 +154,8 @@ def decode_response(document: dict) -> InferResponse:
     outputs = []
     for item in document.get("outputs", []):
         shape = tuple(int(d) for d in item["shape"])
-        outputs.append(Tensor(item["name"], item["datatype"], _values(item["name"], item["datatype"], shape, item["data"])))
+        data = _values(item["name"], item["datatype"], shape, item["data"])
+        outputs.append(Tensor(item["name"], item["datatype"], data))
     return InferResponse(model=document.get("model_name", ""), version=document.get("model_version", ""),
                          id=document.get("id", ""), outputs=tuple(outputs), parameters=document.get("parameters") or {})
 

@@ -210,7 +210,8 @@ class ProofRecord:
         document = asdict(self)
         document.pop("proof")
         document["status"] = self.status.value
-        document["proven_outputs"] = {k: {"shape": list(s), "values": list(v)} for k, (s, v) in self.proven_outputs.items()}
+        document["proven_outputs"] = {k: {"shape": list(s), "values": list(v)}
+                                      for k, (s, v) in self.proven_outputs.items()}
         return document
 
     @classmethod

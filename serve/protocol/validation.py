@@ -24,7 +24,8 @@ def check_inputs(request: "InferRequest", spec: "ModelSpec") -> dict[str, np.nda
     for tensor in request.inputs:
         target = expected.get(tensor.name)
         if target is None:
-            raise InvalidArgument(f"model {spec.name} has no input named {tensor.name!r}; inputs: {', '.join(expected)}")
+            raise InvalidArgument(f"model {spec.name} has no input named {tensor.name!r}; "
+                                  f"inputs: {', '.join(expected)}")
         if tensor.name in arrays:
             raise InvalidArgument(f"input {tensor.name!r} is given twice")
         if tensor.datatype != target.datatype:

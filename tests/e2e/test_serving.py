@@ -17,13 +17,13 @@ import pytest
 from eth_hash.auto import keccak
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from inference import grpc_service_pb2 as oip
+from zkserve.v1 import attestation_pb2 as pb
 
 from circuits import Proof
-from inference import grpc_service_pb2 as oip
 from serve.client import output_array, proof_bytes
 from tests.e2e.serving_fixtures import SHARED_BATCH_MODEL, shared_batch_package
 from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
-from zkserve.v1 import attestation_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 MLP, CNN = "demo-mlp", "demo-cnn"
