@@ -68,11 +68,16 @@ def test_records_and_jobs_survive_for_a_restarted_owner(tmp_path):
     async def first_life():
         service = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8)
         job = ProofJob("p1", "m", {"x": np.ones((1, 4), np.float32)}, {"y": np.ones((1, 2), np.float32)})
-        return await service.create(SPEC, job)
+        record = await service.create(SPEC, job)
+        service.close()
+        return record
 
     created = asyncio.run(first_life())
     again = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8)
     assert again.get("p1") == created and created.status is ProofStatus.QUEUED
+    # died between the job file and the record file: the job file carries the record
+    (tmp_path / "proofs" / "records" / "p1.json").unlink()
+    assert ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8).get("p1") == created
     job = ProofFiles(tmp_path / "proofs").load_job("p1", "m")
     assert job is not None and job.inputs["x"].tolist() == [[1.0] * 4]
 

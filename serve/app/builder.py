@@ -105,6 +105,9 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
         "max_batch_size": serving["max_batch_size"], "ort_threads": serving.get("ort_threads"),
         "max_queued_proofs": serving.get("max_queued_proofs", 1024),
         "proofs_dir": str(Path(zkserve["state_dir"]) / "proofs"), "verifier_target": verifier,
+        # jobs in flight per model = what its prover replicas take at once (max_ongoing x replicas)
+        "proofs_in_flight": {name: _prover_options(serving, spec, env)["max_ongoing_requests"]
+                             * max(1, int(serving["prover_replicas"])) for name, spec in specs.items()},
     }
     ingress_options = {"name": "Ingress", "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}}}
     return _apply_overrides(Ingress, ingress_options, overrides).bind(specs, predictors, provers, settings)

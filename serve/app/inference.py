@@ -15,6 +15,7 @@ import numpy as np
 
 from serve.app.runtime import create_session
 
+INLINE_RUN_MS = 0.5  # runs faster than this stay on the event loop
 Observer = Callable[[float, int], None]  # (run time in ms, rows) -> None
 
 
@@ -27,8 +28,10 @@ class BatchedModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.max_batch_size = max(1, int(max_batch_size))
         self.observe = observe
-        # one runner thread: ORT releases the GIL, so the event loop keeps taking requests meanwhile
+        # one runner thread: ORT releases the GIL, so the event loop keeps taking requests meanwhile.
+        # A run shorter than a thread hop (~0.1 ms) is cheaper inline on the loop: measured per run.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ort")
+        self._last_run_ms = 0.0
         self._queue: list[tuple[dict[str, np.ndarray], int, asyncio.Future]] = []
         self._draining = False
 
@@ -36,6 +39,8 @@ class BatchedModel:
         return list(self.session.get_providers())
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._draining and self._last_run_ms < INLINE_RUN_MS:
+            return self._run([inputs])[0]  # nothing to batch with, and cheaper than scheduling
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((inputs, len(next(iter(inputs.values()))), future))
@@ -54,7 +59,11 @@ class BatchedModel:
                     batch.append(item)
                     rows += item[1]
                 try:
-                    results = await loop.run_in_executor(self._executor, self._run, [b[0] for b in batch])
+                    feeds = [b[0] for b in batch]
+                    if self._last_run_ms < INLINE_RUN_MS:
+                        results = self._run(feeds)
+                    else:
+                        results = await loop.run_in_executor(self._executor, self._run, feeds)
                 except Exception as error:  # noqa: BLE001 - every waiting caller gets the error
                     for _, _, future in batch:
                         if not future.done():
@@ -72,8 +81,9 @@ class BatchedModel:
                                                        for name in requests[0]}
         started = time.perf_counter()
         results = self.session.run(self.output_names, feed)
+        self._last_run_ms = (time.perf_counter() - started) * 1000
         if self.observe is not None:
-            self.observe((time.perf_counter() - started) * 1000, sum(rows))
+            self.observe(self._last_run_ms, sum(rows))
         bounds = np.cumsum([0, *rows])
         return [{name: np.asarray(result[start:end]) for name, result in zip(self.output_names, results)}
                 for start, end in zip(bounds[:-1], bounds[1:])]

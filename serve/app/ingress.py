@@ -143,7 +143,7 @@ class Ingress:
             self._providers = {name: model.providers() for name, model in self.models.items()}
             infer = {name: model.predict for name, model in self.models.items()}
         self.proofs = ProofService(settings["proofs_dir"], specs, provers, int(settings["max_queued_proofs"]),
-                                   settings.get("verifier_target"))
+                                   settings.get("verifier_target"), settings.get("proofs_in_flight"))
         self.plane = DataPlane(specs, infer, self.proofs, AttestMode(settings["default_attest"]))
         await self.proofs.requeue_unfinished()
         self._grpc = await start_grpc_server(self, settings["host"], int(settings["port"]), self.limits.max_bytes)
@@ -155,6 +155,8 @@ class Ingress:
             self._rest.should_exit = True
         if getattr(self, "_grpc", None) is not None:
             await self._grpc.stop(2)
+        if getattr(self, "proofs", None) is not None:
+            self.proofs.close()
     # === auth ======================================================================================
     def admit(self, context, method: str) -> None:
         """Where authentication and quotas go, once per call before any adapter (health stays open).

@@ -25,15 +25,24 @@ logger = logging.getLogger("ray.serve")
 PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, twice
 
 
+def _log_write_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("a proof record could not be written: %r", future.exception())
+
+
 class ProofService:
     def __init__(self, root: str, specs: Mapping[str, ModelSpec], provers: Mapping[str, object],
-                 max_queued: int, verifier_target: str | None = None):
+                 max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None):
         self.files = ProofFiles(root)
         self.specs = specs
         self.provers = provers  # model -> DeploymentHandle of its Prover
         self.max_queued = int(max_queued)
         self.verifier_target = verifier_target
         self.records: dict[str, ProofRecord] = {r.proof_id: r for r in self.files.load_records()}
+        self.records |= {r.proof_id: r for r in self.files.orphan_records(set(self.records))}
+        # Jobs sent to a model's provers at once (the rest wait here, in order): as many as its
+        # replicas take, so Ray's router never backs off on full replicas between proofs.
+        self._slots = {model: asyncio.Semaphore(max(1, int((in_flight or {}).get(model, 2)))) for model in specs}
         self._changed: asyncio.Condition | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="proof-store")  # one writer: writes stay in order
         self._tasks: set[asyncio.Task] = set()
@@ -52,8 +61,8 @@ class ProofService:
     async def create(self, spec: ModelSpec, job: ProofJob) -> ProofRecord:
         """The QUEUED record, on disk with its job before the caller answers."""
         record = ProofRecord(job.proof_id, spec.name, spec.model_id, ProofStatus.QUEUED, job.rows)
-        await self._write(self.files.save_job, job)
-        await self._put(record)
+        await self._write(self.files.save_job, job, record)  # the job and its record, one write
+        await self._put(record, wait_for_disk=False)  # its own file follows, in order
         return record
 
     async def prove(self, job: ProofJob) -> ProofRecord:
@@ -69,14 +78,15 @@ class ProofService:
         if spec is None:
             await self._fail(job, f"model {job.model} is no longer served", "model_gone")
             return
-        await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING))
         outcome: ProofOutcome | None = None
-        for attempt in range(1, PROVER_ATTEMPTS + 1):
-            try:
-                outcome = await self.provers[job.model].prove.remote(job)
-                break
-            except Exception as error:  # noqa: BLE001 - a replica died; the proof itself did not fail
-                logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt, error)
+        async with self._slots[job.model]:
+            await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING), wait_for_disk=False)
+            for attempt in range(1, PROVER_ATTEMPTS + 1):
+                try:
+                    outcome = await self.provers[job.model].prove.remote(job)
+                    break
+                except Exception as error:  # noqa: BLE001 - a replica died; the proof itself did not fail
+                    logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt, error)
         if outcome is None:
             await self._fail(job, "no prover replica could take the job; send the request again", "no_prover")
         elif not outcome.ok:
@@ -164,17 +174,28 @@ class ProofService:
             per_model.setdefault(record.model, Counter())[record.status.value] += 1
         return per_model
 
+    def close(self) -> None:
+        """Waits for the writes already asked for."""
+        self._disk.shutdown(wait=True)
+
     # --- plumbing -----------------------------------------------------------------------------------
     def _condition(self) -> asyncio.Condition:
         if self._changed is None:  # created on the replica's loop, on first use
             self._changed = asyncio.Condition()
         return self._changed
 
-    async def _write(self, fn, *args) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
+    def _write(self, fn, *args) -> asyncio.Future:
+        """Submitted now, so writes reach the disk in the order they were asked for."""
+        return asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
 
-    async def _put(self, record: ProofRecord) -> None:
-        await self._write(self.files.save_record, record)  # on disk before anyone is told
+    async def _put(self, record: ProofRecord, wait_for_disk: bool = True) -> None:
+        """Finished records are on disk before anyone is told; a QUEUED one is already on disk inside
+        its job file, and PROVING needs no disk (a restart proves unfinished jobs again)."""
+        write = self._write(self.files.save_record, record)
+        if wait_for_disk:
+            await write
+        else:
+            write.add_done_callback(_log_write_failure)
         self.records[record.proof_id] = record.evolve(proof=b"")
         if record.status.finished:
             self._unfinished.discard(record.proof_id)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +32,11 @@ class ProofJob:
     def rows(self) -> int:
         return len(next(iter(self.inputs.values())))
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, meta: np.ndarray | None = None) -> bytes:
         buffer = io.BytesIO()
         arrays = {f"in:{k}": v for k, v in self.inputs.items()} | {f"out:{k}": v for k, v in self.outputs.items()}
+        if meta is not None:
+            arrays["meta"] = meta
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
@@ -44,6 +48,16 @@ class ProofJob:
         return cls(proof_id, model, inputs, outputs)
 
 
+def replace_quickly(path: Path, data: bytes) -> None:
+    """Atomic (a reader or a restarted process sees the old file or the new one, so kill -9 safe)
+    but not fsynced: a queued job is written on the response path of attest=async, where an fsync
+    costs milliseconds. Finished proofs use serve.files.write_atomically (fsynced)."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
 class ProofFiles:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -51,7 +65,9 @@ class ProofFiles:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def save_record(self, record: ProofRecord) -> None:
-        write_atomically(self.root / "records" / f"{record.proof_id}.json", json.dumps(record.to_dict()).encode())
+        data = json.dumps(record.to_dict()).encode()
+        path = self.root / "records" / f"{record.proof_id}.json"
+        (write_atomically if record.status.finished else replace_quickly)(path, data)
 
     def load_records(self) -> list[ProofRecord]:
         records = []
@@ -71,8 +87,23 @@ class ProofFiles:
         path = self.root / "proofs" / f"{proof_hash}.json"
         return path.read_bytes() if path.exists() else b""
 
-    def save_job(self, job: ProofJob) -> None:
-        write_atomically(self.root / "jobs" / f"{job.proof_id}.npz", job.to_bytes())
+    def save_job(self, job: ProofJob, record: ProofRecord) -> None:
+        """The job with its QUEUED record in one file: one write before an attested request is answered."""
+        meta = np.frombuffer(json.dumps(record.to_dict()).encode(), dtype=np.uint8)
+        replace_quickly(self.root / "jobs" / f"{job.proof_id}.npz", job.to_bytes(meta))
+
+    def orphan_records(self, known: set[str]) -> list[ProofRecord]:
+        """QUEUED records of jobs whose record file was not written yet when the process died."""
+        found = []
+        for path in (self.root / "jobs").glob("*.npz"):
+            if path.stem in known:
+                continue
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    found.append(ProofRecord.from_dict(json.loads(archive["meta"].tobytes())))
+            except (ValueError, KeyError, OSError):
+                continue
+        return found
 
     def load_job(self, proof_id: str, model: str) -> ProofJob | None:
         path = self.root / "jobs" / f"{proof_id}.npz"
