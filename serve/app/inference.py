@@ -39,8 +39,6 @@ class BatchedModel:
         return list(self.session.get_providers())
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._draining and self._last_run_ms < INLINE_RUN_MS:
-            return self._run([inputs])[0]  # nothing to batch with, and cheaper than scheduling
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((inputs, len(next(iter(inputs.values()))), future))

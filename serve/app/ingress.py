@@ -23,12 +23,25 @@ from ray import serve
 from zkserve.v1 import attestation_pb2 as pb
 
 from serve.app import metrics
+from serve.app.cpu import INGRESS_NICENESS, set_niceness
 from serve.app.dataplane import DataPlane
-from serve.app.direct import keep_replica_servers_local, start_grpc_server, start_rest_server
+from serve.app.direct import (
+    keep_replica_servers_local,
+    start_grpc_server,
+    start_rest_server,
+)
 from serve.app.inference import BatchedModel
 from serve.app.models import ModelSpec
 from serve.app.proofs import ProofService
-from serve.errors import InvalidArgument, NotFound, PayloadTooLarge, ServeError, code_name, grpc_code, http_status
+from serve.errors import (
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    ServeError,
+    code_name,
+    grpc_code,
+    http_status,
+)
 from serve.protocol import native, oip, rest
 from serve.protocol.types import PROOF_TENSOR, AttestMode, Limits, ProofStatus
 
@@ -129,6 +142,7 @@ OPEN_ROUTES = {"rest_live", "rest_ready"}
 class Ingress:
     async def __init__(self, specs: dict[str, ModelSpec], predictors: dict | None, provers: dict, settings: dict):
         keep_replica_servers_local()
+        set_niceness(INGRESS_NICENESS)  # before the ORT and gRPC threads exist: they inherit it
         self.specs = specs
         self.limits = Limits(max_bytes=int(settings["max_request_bytes"]))
         if predictors:  # a GPU: the Predictor deployment holds it

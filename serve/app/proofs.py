@@ -25,11 +25,6 @@ logger = logging.getLogger("ray.serve")
 PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, twice
 
 
-def _log_write_failure(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.error("a proof record could not be written: %r", future.exception())
-
-
 class ProofService:
     def __init__(self, root: str, specs: Mapping[str, ModelSpec], provers: Mapping[str, object],
                  max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None):
@@ -39,7 +34,11 @@ class ProofService:
         self.max_queued = int(max_queued)
         self.verifier_target = verifier_target
         self.records: dict[str, ProofRecord] = {r.proof_id: r for r in self.files.load_records()}
-        self.records |= {r.proof_id: r for r in self.files.orphan_records(set(self.records))}
+        for proof_id, (record, _) in self.files.logged_jobs().items():
+            if proof_id in self.records and self.records[proof_id].status.finished:
+                self.files.drop_job(proof_id)  # finished just before a crash: the record is the truth
+            else:
+                self.records[proof_id] = record
         # Jobs sent to a model's provers at once (the rest wait here, in order): as many as its
         # replicas take, so Ray's router never backs off on full replicas between proofs.
         self._slots = {model: asyncio.Semaphore(max(1, int((in_flight or {}).get(model, 2)))) for model in specs}
@@ -61,8 +60,8 @@ class ProofService:
     async def create(self, spec: ModelSpec, job: ProofJob) -> ProofRecord:
         """The QUEUED record, on disk with its job before the caller answers."""
         record = ProofRecord(job.proof_id, spec.name, spec.model_id, ProofStatus.QUEUED, job.rows)
-        await self._write(self.files.save_job, job, record)  # the job and its record, one write
-        await self._put(record, wait_for_disk=False)  # its own file follows, in order
+        self.files.append_job(job, record)  # one appended line: the job and its record
+        await self._put(record)
         return record
 
     async def prove(self, job: ProofJob) -> ProofRecord:
@@ -80,7 +79,7 @@ class ProofService:
             return
         outcome: ProofOutcome | None = None
         async with self._slots[job.model]:
-            await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING), wait_for_disk=False)
+            await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING))
             for attempt in range(1, PROVER_ATTEMPTS + 1):
                 try:
                     outcome = await self.provers[job.model].prove.remote(job)
@@ -104,7 +103,7 @@ class ProofService:
             row_offset=outcome.row_offset, proven_outputs_match=outcome.proven_outputs_match,
             proven_outputs=outcome.proven_outputs)
         await self._put(record)
-        await self._write(self.files.drop_job, job.proof_id)
+        self.files.drop_job(job.proof_id)
         metrics.proofs_done().inc(tags={"model": job.model})
         if self.verifier_target and outcome.row_offset == 0:  # a shared proof is submitted once
             self._spawn(self._submit(job.model, outcome.proof_json))
@@ -114,7 +113,7 @@ class ProofService:
         if outcome is not None and outcome.proof_hash:  # kept for diagnosis; never shown as proven
             fields |= {"proof_hash": outcome.proof_hash, "proven_outputs": outcome.proven_outputs}
         await self._put(self.records[job.proof_id].evolve(**fields))
-        await self._write(self.files.drop_job, job.proof_id)
+        self.files.drop_job(job.proof_id)
         metrics.proofs_failed().inc(tags={"model": job.model, "reason": kind})
         logger.warning("proof %s of %s failed: %s", job.proof_id, job.model, reason)
 
@@ -137,8 +136,9 @@ class ProofService:
     async def requeue_unfinished(self) -> int:
         """Jobs a previous run left queued or proving are proven again (or failed, if their inputs are gone)."""
         unfinished = [r for r in self.records.values() if not r.status.finished]
+        logged = self.files.logged_jobs()
         for record in unfinished:
-            job = self.files.load_job(record.proof_id, record.model)
+            job = logged.get(record.proof_id, (None, None))[1]
             if job is None:
                 await self._fail(ProofJob(record.proof_id, record.model, {}, {}),
                                  "the job's inputs were lost before it was proven; send the request again", "lost")
@@ -177,6 +177,7 @@ class ProofService:
     def close(self) -> None:
         """Waits for the writes already asked for."""
         self._disk.shutdown(wait=True)
+        self.files.close()
 
     # --- plumbing -----------------------------------------------------------------------------------
     def _condition(self) -> asyncio.Condition:
@@ -188,14 +189,11 @@ class ProofService:
         """Submitted now, so writes reach the disk in the order they were asked for."""
         return asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
 
-    async def _put(self, record: ProofRecord, wait_for_disk: bool = True) -> None:
-        """Finished records are on disk before anyone is told; a QUEUED one is already on disk inside
-        its job file, and PROVING needs no disk (a restart proves unfinished jobs again)."""
-        write = self._write(self.files.save_record, record)
-        if wait_for_disk:
-            await write
-        else:
-            write.add_done_callback(_log_write_failure)
+    async def _put(self, record: ProofRecord) -> None:
+        """A finished record is on disk (fsynced) before anyone is told; an unfinished one lives in
+        the job log (a restart proves it again), so QUEUED and PROVING cost no disk write."""
+        if record.status.finished:
+            await self._write(self.files.save_record, record)
         self.records[record.proof_id] = record.evolve(proof=b"")
         if record.status.finished:
             self._unfinished.discard(record.proof_id)

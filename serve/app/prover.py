@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -21,12 +20,12 @@ from ray import serve
 from circuits import InputError, decode_outputs
 from circuits import Prover as CircuitProver
 from serve.app import metrics
+from serve.app.cpu import PROVER_NICENESS, pin_to_cores, set_niceness
 from serve.app.direct import keep_replica_servers_local
 from serve.app.models import ModelSpec
 from serve.app.store import ProofJob
 
 logger = logging.getLogger("ray.serve")
-PROVER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -51,22 +50,12 @@ def outputs_agree(proven: np.ndarray, computed: np.ndarray, tolerance: float) ->
     return worst <= tolerance, worst
 
 
-def pin_to_cores(cores: int | None) -> None:
-    """Niceness always; with ``cores`` below the machine's count, the last ``cores`` CPUs only."""
-    try:
-        os.nice(PROVER_NICENESS)
-    except OSError:
-        pass
-    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if cores and 0 < cores < len(available):
-        os.sched_setaffinity(0, available[-cores:])
-
-
 @serve.deployment(max_ongoing_requests=2)
 class Prover:
     def __init__(self, spec: ModelSpec, proof_batching: str = "per_request", batch_wait_timeout_s: float = 0.05,
                  prover_cores: int | None = None):
         keep_replica_servers_local()
+        set_niceness(PROVER_NICENESS)
         pin_to_cores(prover_cores)
         self.spec = spec
         self.package = spec.load_package()  # checks integrity once per replica
