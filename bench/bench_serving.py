@@ -111,8 +111,8 @@ def closed_loop(address: str, clients: int, seconds: float, attest: str) -> floa
 
 
 def prover_loop(package, seconds: float) -> float:
-    """The bare circuits.Prover loop, in its own process at the service's prover priority: on a
-    shared machine the ratio then measures the service, not the scheduler's view of a niceness."""
+    """The bare circuits.Prover loop, in its own process at the service's prover priority (see
+    serve/app/cpu.py): on a shared machine the ratio then measures the service, not the scheduler."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return pool.apply(_prover_loop, (str(package.root), seconds))
@@ -120,9 +120,9 @@ def prover_loop(package, seconds: float) -> float:
 
 def _prover_loop(package_root: str, seconds: float) -> float:
     from circuits import CircuitPackage, Prover
-    from serve.app.cpu import PROVER_NICENESS, set_niceness
+    from serve.app.cpu import run_when_idle
 
-    set_niceness(PROVER_NICENESS)
+    run_when_idle()
     prover = Prover(CircuitPackage.load(package_root))
     rows = np.random.default_rng(1).uniform(-1, 1, (1, 16)).astype(np.float32)
     prover.prove(rows)  # warm the page cache, as the service's replicas are warm

@@ -2,7 +2,8 @@
 
 Ray starts worker processes at niceness 15. The ingress (it answers every request, and runs ONNX
 Runtime on CPU nodes) goes back to a normal process's 0 where the OS allows it; provers run at
-19, the lowest, and with ``serving.prover_cores`` on the last cores only. On Linux niceness
+19 in SCHED_IDLE (only on cycles nothing else wants), and with ``serving.prover_cores`` on the
+last cores only. On Linux niceness
 belongs to each thread, so every thread of the process is set, and threads made later inherit it.
 """
 
@@ -26,6 +27,21 @@ def set_niceness(value: int) -> bool:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, value)
         except (PermissionError, ProcessLookupError):
+            done = False
+    return done
+
+
+def run_when_idle() -> bool:
+    """Every thread of this process at the lowest niceness and, on Linux, in SCHED_IDLE: it runs
+    only on cycles nothing else wants, and any waking inference thread preempts it at once.
+    Threads made later (EZKL's rayon pool) inherit both. False where the OS refuses."""
+    done = set_niceness(PROVER_NICENESS)
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    for tid in [int(t.name) for t in Path("/proc/self/task").iterdir()]:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (PermissionError, ProcessLookupError, OSError):
             done = False
     return done
 

@@ -20,7 +20,7 @@ from ray import serve
 from circuits import InputError, decode_outputs
 from circuits import Prover as CircuitProver
 from serve.app import metrics
-from serve.app.cpu import PROVER_NICENESS, pin_to_cores, set_niceness
+from serve.app.cpu import pin_to_cores, run_when_idle
 from serve.app.direct import keep_replica_servers_local
 from serve.app.models import ModelSpec
 from serve.app.store import ProofJob
@@ -55,7 +55,7 @@ class Prover:
     def __init__(self, spec: ModelSpec, proof_batching: str = "per_request", batch_wait_timeout_s: float = 0.05,
                  prover_cores: int | None = None):
         keep_replica_servers_local()
-        set_niceness(PROVER_NICENESS)
+        run_when_idle()
         pin_to_cores(prover_cores)
         self.spec = spec
         self.package = spec.load_package()  # checks integrity once per replica
