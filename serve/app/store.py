@@ -5,7 +5,6 @@ no Ray here."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +28,21 @@ class ProofJob:
     def rows(self) -> int:
         return len(next(iter(self.inputs.values())))
 
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        arrays = {f"in:{k}": v for k, v in self.inputs.items()} | {f"out:{k}": v for k, v in self.outputs.items()}
-        np.savez(buffer, **arrays)
-        return buffer.getvalue()
+    def to_json(self) -> dict:
+        """Arrays as dtype, shape and base64 of their bytes (np.savez cost ~10x more per job)."""
+        def encode(arrays: dict[str, np.ndarray]) -> dict:
+            return {name: [a.dtype.str, list(a.shape), base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()]
+                    for name, a in arrays.items()}
+
+        return {"inputs": encode(self.inputs), "outputs": encode(self.outputs)}
 
     @classmethod
-    def from_bytes(cls, proof_id: str, model: str, data: bytes) -> "ProofJob":
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            inputs = {k[3:]: archive[k] for k in archive.files if k.startswith("in:")}
-            outputs = {k[4:]: archive[k] for k in archive.files if k.startswith("out:")}
-        return cls(proof_id, model, inputs, outputs)
+    def from_json(cls, proof_id: str, model: str, document: dict) -> "ProofJob":
+        def decode(arrays: dict) -> dict[str, np.ndarray]:
+            return {name: np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape)
+                    for name, (dtype, shape, data) in arrays.items()}
+
+        return cls(proof_id, model, decode(document["inputs"]), decode(document["outputs"]))
 
 
 class ProofFiles:
@@ -69,14 +71,14 @@ class ProofFiles:
             try:
                 entry = json.loads(line)
                 record = ProofRecord.from_dict(entry["record"])
-                job = ProofJob.from_bytes(record.proof_id, record.model, base64.b64decode(entry["job"]))
+                job = ProofJob.from_json(record.proof_id, record.model, entry["job"])
             except (ValueError, KeyError, TypeError):  # a line cut short by a crash
                 continue
             pending[record.proof_id] = (record, job)
         return pending
 
     def append_job(self, job: ProofJob, record: ProofRecord) -> None:
-        line = json.dumps({"record": record.to_dict(), "job": base64.b64encode(job.to_bytes()).decode()})
+        line = json.dumps({"record": record.to_dict(), "job": job.to_json()})
         self._log.write(line.encode() + b"\n")
         self._log.flush()
         self._pending[job.proof_id] = (record, job)
