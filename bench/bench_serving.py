@@ -260,7 +260,8 @@ def main() -> None:
         none_ms = sequential_latency_ms(service, "none", args.latency_calls)
         async_ms = sequential_latency_ms(service, "async", args.latency_calls)
         results["latency_ms"] = {"attest_none": none_ms, "attest_async": async_ms, "ratio": async_ms / none_ms}
-        print(f"latency      attest=none {none_ms:.2f} ms  attest=async {async_ms:.2f} ms  ratio {async_ms / none_ms:.2f}")
+        print(f"latency      attest=none {none_ms:.2f} ms  attest=async {async_ms:.2f} ms  "
+              f"ratio {async_ms / none_ms:.2f}")
         wait_drained(service)  # the async calls above left proofs queued
 
         loop_rate = prover_loop(package, args.proof_seconds)

@@ -100,7 +100,8 @@ def test_bad_input_is_400_with_the_same_message_as_grpc(serving_app, base):
 
 
 def test_unknown_model_is_404_and_too_large_is_413(serving_app, base):
-    answer = requests.post(f"{base}/v2/models/no-such-model/infer", json=body(np.zeros((1, 16), np.float32)), timeout=30)
+    zeros = body(np.zeros((1, 16), np.float32))
+    answer = requests.post(f"{base}/v2/models/no-such-model/infer", json=zeros, timeout=30)
     assert answer.status_code == 404 and "no-such-model" in answer.json()["error"]
     assert requests.get(f"{base}/v2/models/no-such-model", timeout=10).status_code == 404
     assert requests.get(f"{base}/v2/nowhere", timeout=10).status_code == 404
