@@ -26,6 +26,12 @@ DEFAULTS: dict[str, Any] = {
         "port": 9000,
         "max_request_bytes": 4 * 1024 * 1024,
         "http_port": 8000,  # Ray Serve's HTTP proxy starts beside the gRPC one; nothing is served on it
+        "auth_enabled": False,  # bearer API keys on every RPC but health; needed to bind beyond loopback
+        "keys_file": None,  # None -> <state_dir>/auth/keys.json (`zkserve keys create|list|revoke`)
+        "tls_cert_file": None,  # PEM certificate chain; with tls_key_file, the port speaks TLS only
+        "tls_key_file": None,  # PEM private key, mode 0600
+        "requests_per_s": 0.0,  # per API key (anonymous callers share one); 0 -> no quota
+        "burst_s": 2.0,  # a key may burst requests_per_s x burst_s requests
     },
     "serving": {
         "models": ["demo-mlp", "demo-cnn"],  # demo names or circuit package directories
@@ -51,6 +57,17 @@ DEFAULTS: dict[str, Any] = {
         "confirmations": 1,
         "retry_base_s": 0.5,
         "retry_max_s": 30.0,
+        "auth_enabled": False,  # bearer API keys on every RPC but health; needed to bind beyond loopback
+        "keys_file": None,  # None -> <state_dir>/auth/keys.json (`zkserve keys create|list|revoke`)
+        "tls_cert_file": None,  # PEM certificate chain; with tls_key_file, the port speaks TLS only
+        "tls_key_file": None,  # PEM private key, mode 0600
+        "requests_per_s": 100.0,  # per API key (anonymous callers share one); 0 -> no quota
+        "burst_s": 2.0,  # a key may burst requests_per_s x burst_s requests
+        "max_queued_proofs_per_key": 1000,  # proofs one key may have waiting for the chain; 0 -> no bound
+        "max_queued_proofs": 100000,  # proofs waiting for the chain, all keys together
+        "max_concurrent_rpcs": 32,  # unary RPCs in flight (each holds a worker thread)
+        "max_streams": 128,  # WatchAttestation streams open at once
+        "stream_max_s": 600.0,  # a WatchAttestation stream ends (DEADLINE_EXCEEDED) after this long
     },
     "chain": {
         "rpc_url": None,  # None -> start the local anvil

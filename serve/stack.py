@@ -8,7 +8,6 @@ verifiers are then deployed and registered once in the attestation registry.
 from __future__ import annotations
 
 import atexit
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ import yaml
 
 from circuits import CircuitPackage
 from serve.chain.connect import connect
+from serve.chain.keys import child_env
+from serve.security import INSECURE_FLAG
 from serve.chain.registry import Registry
 from serve.verifier.client import VerifierClient
 
@@ -40,6 +41,7 @@ def write_resolved_config(document: dict) -> Path:
 class VerifierProcess:
     document: dict
     packages: list[CircuitPackage] = field(default_factory=list)
+    insecure_no_auth: bool = False  # the operator's --insecure-no-auth, passed on
     process: subprocess.Popen | None = None
 
     @property
@@ -54,11 +56,13 @@ class VerifierProcess:
         command = [sys.executable, "-m", "serve.verifier", "--config", str(write_resolved_config(self.document))]
         for package in self.packages:
             command += ["--package", str(package.root)]
+        if self.insecure_no_auth:
+            command.append(INSECURE_FLAG)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env=os.environ.copy())
+                                        env=child_env(with_key=True))  # the signer: the one child given the key
         atexit.register(self.stop)
-        with VerifierClient(self.target) as client:
+        with VerifierClient.for_config(self.document["zkserve"]) as client:
             try:
                 client.wait_ready(READY_TIMEOUT_S)
             except TimeoutError:

@@ -18,6 +18,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 
+from serve.security.redact import redact, redact_url, register_secret_url
+
 log = logging.getLogger(__name__)
 
 GAS_MARGIN = 1.2  # estimates are exact for the estimating state; leave room for a changed one
@@ -91,13 +93,15 @@ class SignedTx:
 class ChainClient:
     def __init__(self, rpc_url: str, signer: LocalAccount, timeout_s: float = 10.0):
         self.rpc_url = rpc_url
+        self.endpoint = redact_url(rpc_url)  # what messages show: provider URLs often hold an API key
+        register_secret_url(rpc_url)
         self._signer = signer
         # Retries are the outbox's job (with backoff and persistence); web3's own would hide outages.
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None))
         self._chain_id: int | None = None
 
     def __repr__(self) -> str:
-        return f"ChainClient({self.rpc_url}, account={self.address})"
+        return f"ChainClient({self.endpoint}, account={self.address})"
 
     @property
     def address(self) -> str:
@@ -113,11 +117,11 @@ class ChainClient:
         try:
             return call()
         except TRANSPORT_ERRORS as error:
-            raise ChainUnavailable(f"{self.rpc_url} unreachable: {type(error).__name__}") from None
+            raise ChainUnavailable(f"{self.endpoint} unreachable: {type(error).__name__}") from None
         except Web3RPCError as error:
             if isinstance(error, (ContractLogicError, TransactionNotFound)):
                 raise
-            raise ChainUnavailable(f"{self.rpc_url} answered an error: {error.message or error}") from None
+            raise ChainUnavailable(f"{self.endpoint} answered an error: {redact(error.message or error)}") from None
 
     def contract(self, address: str, abi: list) -> Contract:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=abi)

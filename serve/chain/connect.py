@@ -10,6 +10,7 @@ from pathlib import Path
 from serve.chain.anvil import AnvilProcess, rpc_chain_id
 from serve.chain.client import ChainClient, ChainError
 from serve.chain.keys import load_signer
+from serve.security.redact import redact_url, register_secret_url
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,13 @@ def connect(zkserve_config: dict, start_anvil: bool = True) -> ChainConnection:
     chain_config = zkserve_config["chain"]
     local = not chain_config.get("rpc_url")
     url = local_chain_url(chain_config) if local else chain_config["rpc_url"]
+    register_secret_url(url)
+    signer = load_signer(chain_config, local_chain=local)  # before anvil starts: it takes the key out of the env
     anvil = None
     if local and rpc_chain_id(url) is None and start_anvil:
         state_file = Path(zkserve_config["state_dir"]) / "chain" / "anvil-state.json"
         anvil = AnvilProcess(state_file, chain_config["anvil_host"], int(chain_config["anvil_port"]),
                              int(chain_config["chain_id"])).start()
-    signer = load_signer(chain_config, local_chain=local)
     client = ChainClient(url, signer)
     if local or rpc_chain_id(url) is not None:
         reported = rpc_chain_id(url)
@@ -45,5 +47,5 @@ def connect(zkserve_config: dict, start_anvil: bool = True) -> ChainConnection:
         if reported is not None and reported != expected:
             if anvil:
                 anvil.stop()
-            raise ChainError(f"{url} reports chain id {reported}, config says chain.chain_id={expected}")
+            raise ChainError(f"{redact_url(url)} reports chain id {reported}, config says chain.chain_id={expected}")
     return ChainConnection(client, anvil)

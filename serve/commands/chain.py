@@ -66,14 +66,19 @@ def verifier_command(
     config: Optional[Path] = CONFIG_OPTION,
     package: List[Path] = typer.Option([], "--package", exists=True, file_okay=False,
                                        help="circuit package directory (repeatable; the state directory's packages are found too)"),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="allow binding beyond loopback with verifier.auth_enabled false"),
 ) -> None:
     """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
+    from serve.security import InsecureBind, KeyStoreError, install_log_redaction
+    from serve.security.tls import TlsConfigError
     from serve.verifier.server import run_verifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     try:
-        run_verifier(load_config(config), package)
-    except (ChainError, SigningKeyError, ConfigError, OSError) as error:
+        run_verifier(load_config(config), package, insecure_no_auth)
+    except (ChainError, SigningKeyError, ConfigError, OSError, InsecureBind, KeyStoreError, TlsConfigError) as error:
         _fail(str(error))
 
 
@@ -165,7 +170,8 @@ def attestation_command(
     except ValueError as error:
         _fail(f"proof hash: {error}")
     target = address or f"{zk['verifier']['host']}:{zk['verifier']['port']}"
-    with VerifierClient(target, timeout_s=5, retries=0) as client:
+    root_cert = zk["verifier"]["tls_cert_file"]  # token: $ZKSERVE_API_KEY
+    with VerifierClient(target, timeout_s=5, retries=0, root_cert=root_cert) as client:
         try:
             record = client.get(proof_hash)
             console.print(f"{record.proof_hash}: {status_name(record)}")

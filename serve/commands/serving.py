@@ -55,7 +55,9 @@ def up_command(config: Optional[Path] = typer.Option(None, exists=True, dir_okay
         console.print(f"gRPC ingress  {_address(document, None)}  "
                       "(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health)")
         if verifier is not None:
-            chain = zk["chain"]["rpc_url"] or f"anvil at {zk['chain']['anvil_host']}:{zk['chain']['anvil_port']}"
+            from serve.security import redact_url
+
+            chain = redact_url(zk["chain"]["rpc_url"]) or f"anvil at {zk['chain']['anvil_host']}:{zk['chain']['anvil_port']}"
             console.print(f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain}; "
                           f"metrics :{zk['verifier']['metrics_port']}/metrics)")
         console.print(f"state         {document['zkserve']['state_dir']}")

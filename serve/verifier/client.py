@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from circuits import Proof
+from serve.security import tls
 from zkserve.v1 import verifier_pb2 as pb
 from zkserve.v1 import verifier_pb2_grpc
 
 MODES = {"anchor": pb.SUBMIT_MODE_ANCHOR, "onchain": pb.SUBMIT_MODE_ONCHAIN}
 FINAL = {pb.ATTESTATION_STATUS_ANCHORED, pb.ATTESTATION_STATUS_ATTESTED, pb.ATTESTATION_STATUS_REJECTED}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+TOKEN_ENV = "ZKSERVE_API_KEY"  # the bearer token when none is passed
 
 
 def status_name(record: pb.AttestationRecord) -> str:
@@ -22,12 +26,31 @@ def status_name(record: pb.AttestationRecord) -> str:
 
 
 class VerifierClient:
-    def __init__(self, target: str = "127.0.0.1:9100", timeout_s: float = 60.0, retries: int = 5):
+    """``token``: the API key (``zkserve keys create``), else ``$ZKSERVE_API_KEY``, else none.
+    ``root_cert``: a PEM file to trust (the server's self-signed certificate or its CA) for a
+    TLS channel; ``tls=True`` without it trusts the system roots."""
+
+    def __init__(self, target: str = "127.0.0.1:9100", timeout_s: float = 60.0, retries: int = 5,
+                 token: str | None = None, root_cert: str | Path | None = None, tls_enabled: bool | None = None,
+                 server_name: str | None = None):
         self.target = target
         self.timeout_s = timeout_s
         self.retries = retries
-        self._channel = grpc.insecure_channel(target)
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if tls_enabled or (tls_enabled is None and root_cert):
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self._channel = grpc.secure_channel(target, tls.channel_credentials(root_cert), options=options)
+        else:
+            self._channel = grpc.insecure_channel(target)
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel)
+
+    @classmethod
+    def for_config(cls, zkserve: dict, token: str | None = None, **kwargs) -> "VerifierClient":
+        """A client of the verifier the config describes (its certificate trusted when TLS is on)."""
+        verifier = zkserve["verifier"]
+        return cls(f"{verifier['host']}:{verifier['port']}", token=token, root_cert=verifier.get("tls_cert_file"),
+                   **kwargs)
 
     def close(self) -> None:
         self._channel.close()
@@ -49,7 +72,7 @@ class VerifierClient:
         proof hash), so a retry never queues a proof twice."""
         for attempt in range(self.retries + 1):
             try:
-                return method(request, timeout=self.timeout_s)
+                return method(request, timeout=self.timeout_s, metadata=self._metadata)
             except grpc.RpcError as error:
                 if error.code() not in RETRYABLE or attempt == self.retries:
                     raise
@@ -82,7 +105,8 @@ class VerifierClient:
         return self._call(self._stub.GetAttestation, pb.GetAttestationRequest(proof_hash=proof_hash))
 
     def watch(self, proof_hash: str, timeout_s: float | None = None) -> Iterator[pb.AttestationRecord]:
-        return self._stub.WatchAttestation(pb.GetAttestationRequest(proof_hash=proof_hash), timeout=timeout_s)
+        return self._stub.WatchAttestation(pb.GetAttestationRequest(proof_hash=proof_hash), timeout=timeout_s,
+                                           metadata=self._metadata)
 
     def wait_final(self, proof_hash: str, timeout_s: float = 120.0, not_yet_submitted_ok: bool = False
                    ) -> pb.AttestationRecord:

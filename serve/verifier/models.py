@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuits import CircuitPackage, PackageError, Proof, verify_proof
+from serve.verifier.documents import ProofShape, proof_shape
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class ModelCatalog:
         self.scan_dir = Path(state_dir) / "circuits"
         self._explicit = [CircuitPackage.load(path) for path in package_dirs]
         self._scanned: dict[Path, CircuitPackage] = {}
+        self._shapes: dict[str, ProofShape] = {}
         self._lock = threading.Lock()
         self._rescan()
 
@@ -42,6 +44,13 @@ class ModelCatalog:
                     self._scanned[root] = CircuitPackage.load(root)
                 except PackageError as error:
                     log.warning("skipping circuit package %s: %s", root, error)
+
+    def shape(self, package: CircuitPackage) -> ProofShape:
+        """The proof shape of a package, read once from its verifier contract."""
+        with self._lock:
+            if package.model_id not in self._shapes:
+                self._shapes[package.model_id] = proof_shape(package)
+            return self._shapes[package.model_id]
 
     def packages(self) -> list[CircuitPackage]:
         return self._explicit + [p for p in self._scanned.values() if p.root not in {e.root for e in self._explicit}]

@@ -1,5 +1,6 @@
 """Wires the verifier service together: outbox, chain, sender thread, and a grpcio server
-with the health and reflection services."""
+with the health and reflection services behind the security layer (API keys, quotas, caps
+on RPCs and streams, TLS when configured)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from serve.chain.connect import ChainConnection, connect
 from serve.chain.registry import Registry
+from serve.security import Guard, keys_path, require_safe_bind, tls
+from serve.security.interceptor import GuardInterceptor, RpcLimits
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import ModelCatalog
 from serve.verifier.outbox import Outbox
@@ -31,11 +34,28 @@ def outbox_path(state_dir: str | Path) -> Path:
     return Path(state_dir) / "verifier" / "outbox.sqlite"
 
 
+def verifier_guard(zk: dict) -> Guard:
+    settings = zk["verifier"]
+    return Guard.from_settings(bool(settings["auth_enabled"]), keys_path(zk["state_dir"], settings["keys_file"]),
+                               float(settings["requests_per_s"]), float(settings["burst_s"]))
+
+
 class VerifierServer:
-    def __init__(self, config: dict, package_dirs: list[Path] = (), max_workers: int = 16):
+    def __init__(self, config: dict, package_dirs: list[Path] = (), insecure_no_auth: bool = False):
         zk = config["zkserve"]
         self.settings = zk["verifier"]
         state_dir = Path(zk["state_dir"])
+        # refuse an open port beyond loopback before anything starts
+        require_safe_bind(self.settings["host"], bool(self.settings["auth_enabled"]), insecure_no_auth,
+                          "verifier.auth_enabled", "the verifier service")
+        self.guard = verifier_guard(zk)
+        self.guard.check_store()
+        self.limits = RpcLimits(int(self.settings["max_concurrent_rpcs"]), int(self.settings["max_streams"]))
+        credentials = None
+        if self.settings["tls_cert_file"] or self.settings["tls_key_file"]:
+            if not (self.settings["tls_cert_file"] and self.settings["tls_key_file"]):
+                raise tls.TlsConfigError("set both verifier.tls_cert_file and verifier.tls_key_file for TLS")
+            credentials = tls.server_credentials(self.settings["tls_cert_file"], self.settings["tls_key_file"])
         self.outbox = Outbox(outbox_path(state_dir))
         self.catalog = ModelCatalog(state_dir, list(package_dirs))
         self.connection: ChainConnection = connect(zk)
@@ -43,14 +63,26 @@ class VerifierServer:
         self.registry = RegistryHandle(lambda: Registry.ensure(chain, state_dir))
         self.sender = ChainSender(self.outbox, chain, self.registry, self.settings)
         self.health = health.HealthServicer()
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="verifier-rpc"))
         self.metrics = VerifierMetrics(self.outbox)
+        # Threads for every admitted RPC and stream plus a reserve, so health always has one;
+        # grpc refuses anything past that (RESOURCE_EXHAUSTED) instead of queueing it.
+        def count_refused(method: str, code: str) -> None:
+            self.metrics.rpcs.labels(method.rsplit("/", 1)[-1], code).inc()
+
+        interceptor = GuardInterceptor(self.guard, self.limits, count_refused)
+        pool = futures.ThreadPoolExecutor(max_workers=self.limits.threads, thread_name_prefix="verifier-rpc")
+        self.grpc = grpc.server(pool, interceptors=[interceptor], maximum_concurrent_rpcs=self.limits.threads)
         verifier_pb2_grpc.add_VerifierServicer_to_server(
-            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics), self.grpc)
+            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics,
+                            stream_max_s=float(self.settings["stream_max_s"]),
+                            max_queued_proofs_per_key=int(self.settings["max_queued_proofs_per_key"]),
+                            max_queued_proofs=int(self.settings["max_queued_proofs"])), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         address = f"{self.settings['host']}:{self.settings['port']}"
-        self.port = self.grpc.add_insecure_port(address)
+        self.tls = credentials is not None
+        self.port = (self.grpc.add_secure_port(address, credentials) if credentials
+                     else self.grpc.add_insecure_port(address))
         if not self.port:
             raise OSError(f"cannot listen on {address} (in use?); set verifier.port")
         self.address = f"{self.settings['host']}:{self.port}"
@@ -66,8 +98,9 @@ class VerifierServer:
         self.sender.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("verifier listening on %s (outbox %s, metrics port %s)", self.address, self.outbox.path,
-                 self.settings.get("metrics_port"))
+        log.info("verifier listening on %s (%s, %s; outbox %s, metrics port %s)", self.address,
+                 "TLS" if self.tls else "plaintext", "API keys" if self.guard.auth_enabled else "no auth",
+                 self.outbox.path, self.settings.get("metrics_port"))
         return self
 
     def stop(self, grace_s: float = 2.0) -> None:
@@ -78,9 +111,9 @@ class VerifierServer:
         self.connection.close()
 
 
-def run_verifier(config: dict, package_dirs: list[Path] = ()) -> None:
+def run_verifier(config: dict, package_dirs: list[Path] = (), insecure_no_auth: bool = False) -> None:
     """Runs until SIGINT/SIGTERM."""
-    server = VerifierServer(config, package_dirs).start()
+    server = VerifierServer(config, package_dirs, insecure_no_auth).start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

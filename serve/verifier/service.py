@@ -1,8 +1,9 @@
 """gRPC ``zkserve.v1.Verifier``: Verify, Submit, GetAttestation, WatchAttestation.
 
-Every failure a caller can fix comes back as INVALID_ARGUMENT / NOT_FOUND /
-FAILED_PRECONDITION / UNAVAILABLE with a message saying what to do; anything else is
-logged here and answered as INTERNAL without details (no paths, keys or tracebacks).
+Every failure a caller can fix is a ``serve.errors`` domain error (INVALID_ARGUMENT,
+NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE, ...) with a message saying what to do; anything
+else is logged here and answered as INTERNAL with an incident id (no paths, keys or traces).
+Authentication, rights and quotas run before these methods, in ``serve.security``'s interceptor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import functools
 import logging
 import re
 import threading
+import time
+import uuid
 from typing import Callable
 
 import grpc
@@ -18,7 +21,13 @@ import grpc
 from circuits import Proof
 from serve.chain.client import ChainError, ChainUnavailable
 from serve.chain.registry import Registry
+from serve.errors import (
+    DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServeError, Unavailable,
+    code_name,
+)
 from serve.merkle import instances_hash, leaf_of
+from serve.security import QueuedProofs, current_principal, redact, require
+from serve.verifier.documents import check_raw_size, parse_proof
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
 from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
@@ -28,7 +37,6 @@ from zkserve.v1 import verifier_pb2_grpc
 log = logging.getLogger(__name__)
 
 HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
-MAX_PROOF_BYTES = 8 * 1024 * 1024
 STATUS = {
     "pending": pb.ATTESTATION_STATUS_PENDING, "anchored": pb.ATTESTATION_STATUS_ANCHORED,
     "attested": pb.ATTESTATION_STATUS_ATTESTED, "rejected": pb.ATTESTATION_STATUS_REJECTED,
@@ -37,21 +45,13 @@ MODES = {pb.SUBMIT_MODE_UNSPECIFIED: ANCHOR, pb.SUBMIT_MODE_ANCHOR: ANCHOR, pb.S
 MODE_TO_PROTO = {ANCHOR: pb.SUBMIT_MODE_ANCHOR, ONCHAIN: pb.SUBMIT_MODE_ONCHAIN}
 
 
-class RpcFailure(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 def _fail(context: grpc.ServicerContext, error: Exception, method: str):
-    if isinstance(error, RpcFailure):
+    if isinstance(error, ServeError):
         context.abort(error.code, error.message)
-    log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the verifier; the operator can find it in the service log")
-
-
-def _code(error: Exception) -> str:
-    return error.code.name if isinstance(error, RpcFailure) else "INTERNAL"
+    incident = uuid.uuid4().hex[:12]
+    log.exception("%s failed (incident %s)", method, incident)
+    context.abort(grpc.StatusCode.INTERNAL,
+                  f"{method} failed inside the verifier (incident {incident}); the operator can find it in the service log")
 
 
 def unary(method):
@@ -60,7 +60,7 @@ def unary(method):
         try:
             response = method(self, request, context)
         except Exception as error:  # noqa: BLE001 - mapped to a clean status
-            self.count(method.__name__, _code(error))
+            self.count(method.__name__, code_name(error))
             _fail(context, error, method.__name__)
         self.count(method.__name__, "OK")
         return response
@@ -73,7 +73,7 @@ def streaming(method):
         try:
             yield from method(self, request, context)
         except Exception as error:  # noqa: BLE001
-            self.count(method.__name__, _code(error))
+            self.count(method.__name__, code_name(error))
             _fail(context, error, method.__name__)
         self.count(method.__name__, "OK")
     return wrapper
@@ -107,25 +107,32 @@ class RegistryHandle:
             registry = self()
             registered = registry.is_registered(model_id)
         except ChainUnavailable as error:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE,
-                             f"cannot reach the chain to check that {name} is registered ({error}); retry shortly") from None
+            raise Unavailable(f"cannot reach the chain to check that {name} is registered ({redact(error)}); "
+                              "retry shortly") from None
         except ChainError as error:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"chain error while checking {name}: {error}") from None
+            raise Unavailable(f"chain error while checking {name}: {redact(error)}") from None
         if not registered:
-            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION,
-                             f"model {name} ({model_id}) is not registered in the registry at {registry.address}; "
-                             f"run `zkserve register {name}` first")
+            raise FailedPrecondition(f"model {name} ({model_id}) is not registered in the registry at "
+                                     f"{registry.address}; run `zkserve register {name}` first")
         self._registered.add(model_id)
 
 
 class VerifierService(verifier_pb2_grpc.VerifierServicer):
     def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0,
-                 metrics: VerifierMetrics | None = None):
+                 metrics: VerifierMetrics | None = None, stream_max_s: float = 600.0,
+                 max_queued_proofs_per_key: int = 0, max_queued_proofs: int = 0):
         self.catalog = catalog
         self.outbox = outbox
         self.registry = registry
         self.watch_poll_s = watch_poll_s
         self.metrics = metrics
+        self.stream_max_s = float(stream_max_s)
+        self.max_queued_proofs = int(max_queued_proofs)
+        self.queued = QueuedProofs(max_queued_proofs_per_key, self._still_queued)
+
+    def _still_queued(self, proof_hash: str) -> bool:
+        record = self.outbox.get(proof_hash)
+        return record is not None and not record.final
 
     def count(self, method: str, code: str) -> None:
         if self.metrics is not None:
@@ -137,27 +144,14 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         try:
             return self.catalog.resolve(model_ref)
         except UnknownModel as error:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(error)) from None
+            raise NotFound(str(error)) from None
         except AmbiguousModel as error:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-
-    @staticmethod
-    def _proof(raw: bytes) -> Proof:
-        if not raw:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "proof is empty; send the proof JSON (circuits.Proof.to_json())")
-        if len(raw) > MAX_PROOF_BYTES:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof is {len(raw)} bytes, over the {MAX_PROOF_BYTES} limit")
-        try:
-            proof = Proof.from_json(raw)
-            proof.proof_bytes, proof.instances  # noqa: B018 - reject malformed fields up front
-        except (ValueError, KeyError, TypeError) as error:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"proof is not a zkserve proof document ({error}); send circuits.Proof.to_json()") from None
-        return proof
+            raise InvalidArgument(str(error)) from None
 
     def _verify(self, request):
+        check_raw_size(request.proof)  # before anything else is looked at
         package = self._package(request.model_id)
-        proof = self._proof(request.proof)
+        proof: Proof = parse_proof(request.proof, package, self.catalog.shape(package))
         verdict = check_proof(package, proof)
         digest = instances_hash(proof.instances)
         leaf = leaf_of(bytes.fromhex(package.model_id[2:]), bytes.fromhex(proof.proof_hash[2:]), digest)
@@ -172,16 +166,16 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
             merkle_root=record.merkle_root or "", merkle_path=record.merkle_path, batch_size=record.batch_size,
             registry_address=registry.address if registry else "",
             chain_id=registry.chain.chain_id() if registry else 0,
-            reason=record.reason or (record.last_error if not record.final else "") or "",
+            reason=redact(record.reason or (record.last_error if not record.final else "") or ""),
             attempts=record.attempts, submitted_at=record.submitted_at, finalized_at=record.finalized_at or 0.0,
         )
 
     def _lookup(self, proof_hash: str) -> ProofRecord:
         if not HASH_RE.match(proof_hash or ""):
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof_hash {proof_hash!r} must be 0x + 64 hex digits")
+            raise InvalidArgument(f"proof_hash {proof_hash[:80]!r} must be 0x + 64 hex digits")
         record = self.outbox.get(proof_hash.lower())
         if record is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no proof {proof_hash} was submitted to this verifier")
+            raise NotFound(f"no proof {proof_hash} was submitted to this verifier")
         return record
 
     # ---- RPCs ----
@@ -196,15 +190,23 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
     @unary
     def Submit(self, request, context):
         if request.mode not in MODES:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"unknown mode {request.mode}; use ANCHOR or ONCHAIN")
+            raise InvalidArgument(f"unknown mode {request.mode}; use ANCHOR or ONCHAIN")
         mode = MODES[request.mode]
+        principal = current_principal()
+        if mode == ONCHAIN:  # one transaction per proof, paid by the operator's key
+            require(principal, "admin", "Submit with mode ONCHAIN")
         package, proof, verdict, digest, leaf = self._verify(request)
         if not verdict.valid:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"proof rejected: {verdict.reason}")
+            raise InvalidArgument(f"proof rejected: {verdict.reason}")
         existing = self.outbox.get(proof.proof_hash)
         if existing is not None:
             return pb.SubmitResponse(attestation=self._record(existing), already_submitted=True)
+        if self.max_queued_proofs > 0 and self.outbox.counts().get("pending", 0) >= self.max_queued_proofs:
+            raise ResourceExhausted(f"the verifier has {self.max_queued_proofs} proofs waiting for the chain, "
+                                    "its bound "
+                                    "(verifier.max_queued_proofs); retry later")
         self.registry.require_registered(package.model_id, package.name)
+        self.queued.reserve(principal, proof.proof_hash)
         record, added = self.outbox.add(proof.proof_hash, package.model_id, mode, digest, leaf,
                                         proof=proof.proof_bytes, instances=proof.instances)
         log.info("queued %s (%s, %s)", proof.proof_hash, package.name, mode)
@@ -219,8 +221,12 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         record = self._lookup(request.proof_hash)
         last = self._record(record)
         yield last
+        deadline = time.monotonic() + self.stream_max_s
         while not record.final and context.is_active():
-            self.outbox.wait_for_change(self.watch_poll_s)
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"the stream was open {self.stream_max_s:g} s, the verifier's bound "
+                                       "(verifier.stream_max_s); watch again to go on")
+            self.outbox.wait_for_change(min(self.watch_poll_s, max(0.0, deadline - time.monotonic())))
             record = self.outbox.get(record.proof_hash)
             current = self._record(record)
             if current != last:
