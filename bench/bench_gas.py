@@ -1,6 +1,7 @@
 """Gas per proof: `attest` (full on-chain verification) vs `anchor` (one Merkle root per
-batch, verified off chain) at batch sizes 1, 16, 256, 1024, on a real anvil with the demo
-MLP's EZKL verifier. Prints a table and writes bench/results/gas.json."""
+batch, verified off chain, with the batch's row count per model for the usage counters) at
+batch sizes 1, 16, 256, 1024, on a real anvil with the demo MLP's EZKL verifier. Prints a
+table and writes bench/results/gas.json."""
 
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def main() -> None:
             if size > 1:
                 leaves[0] = os.urandom(32)  # keep the real leaf for one tree only
             tree = MerkleTree.build(leaves)
-            receipt = chain.transact(registry.anchor_call(tree.root, size, [package.model_id]), registry.abi)
+            # the anchorer states the rows the batch proves per model: here one model, one circuit batch per leaf
+            rows = size * package.batch_size
+            receipt = chain.transact(registry.anchor_call(tree.root, size, [package.model_id], [rows]), registry.abi)
             path = tree.path(size // 2)
             check = registry.contract.functions.isAnchored(leaves[size // 2], path, tree.root)
             anchors[str(size)] = {
@@ -71,6 +74,7 @@ def main() -> None:
                 "is_anchored_check_gas": chain.w3.eth.estimate_gas(check.build_transaction({"from": chain.address})),
             }
         results["anchor"] = anchors
+        results["usage"] = registry.usage(package.model_id)  # rows counted on chain by the runs above
     # gas per proof of full on-chain verification over that of anchoring, by batch size
     speedup = {size: round(results["attest_gas"] / entry["gas_per_proof"], 1) for size, entry in anchors.items()}
     save("gas", {"description": "gas per proof: attest (full on-chain verification) vs anchor (Merkle root)",

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
         "max_concurrent_rpcs": 32,  # unary RPCs in flight (each holds a worker thread)
         "max_streams": 128,  # WatchAttestation streams open at once
         "stream_max_s": 600.0,  # a WatchAttestation stream ends (DEADLINE_EXCEEDED) after this long
+        "reconcile_interval_s": 30.0,  # how often the verifier checks its records against the chain
     },
     "chain": {
         "rpc_url": None,  # None -> start the local anvil

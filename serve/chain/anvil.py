@@ -1,7 +1,8 @@
 """The local chain: anvil from ``node_modules`` as a child process, state kept on disk.
 
 ``--state`` loads the file at start and writes it on exit; ``--state-interval`` also writes
-it every few seconds so a crash of anvil loses at most that much.
+it every second, so a crash of anvil (kill -9) loses at most the last second of blocks. The
+verifier's reconciliation (serve/verifier/reconcile.py) sends again whatever that lost.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ class AnvilError(RuntimeError):
 
 
 def anvil_binary() -> Path:
-    return node_modules() / ".bin" / "anvil"
+    """The native anvil of this platform's npm package, else the npm launcher. The native one
+    is preferred: the launcher is a node process that does not pass a SIGKILL on, so killing
+    it would leave anvil running without its parent."""
+    native = sorted(node_modules().glob("@foundry-rs/anvil-*/bin/anvil"))
+    return native[0] if native else node_modules() / ".bin" / "anvil"
 
 
 def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
@@ -41,7 +46,7 @@ class AnvilProcess:
     """One anvil child process; ``start()`` returns once it answers JSON-RPC."""
 
     def __init__(self, state_file: Path, host: str = "127.0.0.1", port: int = 8545, chain_id: int = 31337,
-                 log_file: Path | None = None, state_interval_s: int = 2):
+                 log_file: Path | None = None, state_interval_s: int = 1):
         self.state_file = Path(state_file)
         self.host, self.port, self.chain_id = host, port, chain_id
         self.log_file = Path(log_file) if log_file else self.state_file.with_suffix(".log")

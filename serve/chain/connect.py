@@ -24,6 +24,16 @@ class ChainConnection:
         if self.anvil is not None:
             self.anvil.stop()
 
+    def durable_since(self, moment: float) -> bool:
+        """Whether the chain's state was persisted after ``moment`` (unix time): the anvil we
+        started has dumped its state file since; any other node keeps its own blocks."""
+        if self.anvil is None:
+            return True
+        try:
+            return self.anvil.state_file.stat().st_mtime > moment
+        except OSError:
+            return False
+
 
 def local_chain_url(chain_config: dict) -> str:
     return f"http://{chain_config['anvil_host']}:{chain_config['anvil_port']}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from serve.chain.client import ChainClient, TxReverted
 from serve.chain.contracts import project_contract
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 REGISTRY = "AttestationRegistry"
 CONSUMER = "ExampleConsumer"
+ROLES = {"owner": b"\x00" * 32, "registrar": keccak(text="REGISTRAR_ROLE"), "anchorer": keccak(text="ANCHORER_ROLE")}
 
 
 def to_bytes32(value: str | bytes) -> bytes:
@@ -32,6 +33,25 @@ def to_bytes32(value: str | bytes) -> bytes:
     return raw
 
 
+LOCAL_CHAIN_ID = 31337  # the anvil zkserve starts itself
+
+
+class InsecureSrsRefused(ValueError):
+    """An insecure-SRS package would be registered on a chain others rely on."""
+
+
+def insecure_srs_refusal(package, chain_id: int, local_chain: bool, allow_insecure_srs: bool) -> str | None:
+    """Why registering ``package`` here is refused, or None. A package whose SRS is insecure
+    (the manifest's ``insecure_srs``: whoever made the SRS can forge proofs) may be
+    registered only on the local anvil zkserve started, unless explicitly allowed."""
+    if not package.insecure or allow_insecure_srs or (local_chain and chain_id == LOCAL_CHAIN_ID):
+        return None
+    return (f"{package.name} was compiled with an INSECURE SRS (whoever generated it can forge proofs); "
+            f"refusing to register it on chain {chain_id}, which is not the local anvil zkserve starts. "
+            f"Recompile with a ceremony SRS (`zkserve compile --srs FILE`), or pass --allow-insecure-srs "
+            f"to register it anyway")
+
+
 def hex32(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
@@ -44,9 +64,13 @@ class Registry:
         self.contract = chain.contract(self.address, abi)
 
     @classmethod
-    def ensure(cls, chain: ChainClient, state_dir: Path) -> "Registry":
+    def ensure(cls, chain: ChainClient, state_dir: Path, registrar: str | None = None,
+               anchorer: str | None = None) -> "Registry":
         """The registry recorded for this chain, deploying it when missing (or when the chain
-        was reset and the recorded address holds no code)."""
+        was reset and the recorded address holds no code). A new registry is owned by the
+        deploying key; the registrar and anchorer roles go to the given accounts (default:
+        the deploying key too, as on the local dev chain; the owner may grant and revoke
+        them later with ``zkserve roles``)."""
         state_dir = Path(state_dir)
         compiled = project_contract(REGISTRY)
         deployments = Deployments(state_dir / "chain" / "deployments.json")
@@ -56,7 +80,8 @@ class Registry:
             return cls(chain, recorded, compiled.abi)
         if recorded:
             log.warning("registry %s has no code on chain %d (chain reset?); deploying a new one", recorded, chain_id)
-        address, receipt = chain.deploy(compiled.abi, compiled.bytecode)
+        address, receipt = chain.deploy(compiled.abi, compiled.bytecode, to_checksum_address(registrar or chain.address),
+                                        to_checksum_address(anchorer or chain.address))
         deployments.update(chain_id, registry=address, registry_block=receipt["blockNumber"], models={})
         log.info("deployed %s at %s on chain %d", REGISTRY, address, chain_id)
         return cls(chain, address, compiled.abi)
@@ -69,38 +94,61 @@ class Registry:
     def is_registered(self, model_id: str | bytes) -> bool:
         return self._read(self.contract.functions.isRegistered(to_bytes32(model_id)))
 
+    def is_deprecated(self, model_id: str | bytes) -> bool:
+        return self._read(self.contract.functions.isDeprecated(to_bytes32(model_id)))
+
     def model(self, model_id: str | bytes) -> dict:
-        verifier, owner, registered_at, uri = self._read(self.contract.functions.models(to_bytes32(model_id)))
-        return {"verifier": verifier, "owner": owner, "registered_at": registered_at, "metadata_uri": uri}
+        (registered_at, deprecated_at, anchored_rows, verifier, rows_per_proof, registrar, attested_rows,
+         uri) = self._read(self.contract.functions.models(to_bytes32(model_id)))
+        return {"verifier": verifier, "registrar": registrar, "registered_at": registered_at,
+                "deprecated_at": deprecated_at, "rows_per_proof": rows_per_proof, "metadata_uri": uri,
+                "anchored_rows": anchored_rows, "attested_rows": attested_rows}
+
+    def usage(self, model_id: str | bytes) -> dict:
+        """Rows proven for the model, as the chain counts them now."""
+        anchored, attested = self._read(self.contract.functions.usage(to_bytes32(model_id)))
+        return {"anchored_rows": anchored, "attested_rows": attested}
 
     def attestation(self, proof_hash: str | bytes) -> dict:
         model_id, instances_hash, submitter, block = self._read(self.contract.functions.attestations(to_bytes32(proof_hash)))
         return {"model_id": hex32(model_id), "instances_hash": hex32(instances_hash), "submitter": submitter, "block_number": block}
 
     def anchor_info(self, root: str | bytes) -> dict:
-        attester, block, count = self._read(self.contract.functions.anchors(to_bytes32(root)))
-        return {"attester": attester, "block_number": block, "count": count}
+        """Who anchored the root (their word that the batch verified), in which block."""
+        anchorer, block, count = self._read(self.contract.functions.anchors(to_bytes32(root)))
+        return {"anchorer": anchorer, "block_number": block, "count": count}
 
     def is_anchored(self, leaf: str | bytes, path: list, root: str | bytes) -> bool:
         return self._read(self.contract.functions.isAnchored(to_bytes32(leaf), [to_bytes32(p) for p in path], to_bytes32(root)))
 
-    def is_attester(self, account: str) -> bool:
-        return self._read(self.contract.functions.isAttester(to_checksum_address(account)))
+    def has_role(self, role: str, account: str) -> bool:
+        """``role`` is one of ``ROLES``: owner, registrar, anchorer."""
+        return self._read(self.contract.functions.hasRole(ROLES[role], to_checksum_address(account)))
+
+    def owner(self) -> str:
+        return self._read(self.contract.functions.owner())
 
     # ---- calls the outbox signs and sends ----
 
     def attest_call(self, model_id: str | bytes, proof_bytes: bytes, instances: list[int]):
         return self.contract.functions.attest(to_bytes32(model_id), proof_bytes, [int(i) for i in instances])
 
-    def anchor_call(self, root: bytes, count: int, model_ids: list):
-        return self.contract.functions.anchor(to_bytes32(root), count, [to_bytes32(m) for m in model_ids])
+    def anchor_call(self, root: bytes, count: int, model_ids: list, rows: list[int]):
+        """``rows[i]``: the rows the batch proves for ``model_ids[i]`` (the anchorer's statement)."""
+        return self.contract.functions.anchor(to_bytes32(root), count, [to_bytes32(m) for m in model_ids],
+                                              [int(r) for r in rows])
 
     # ---- set-up transactions ----
 
-    def register_model(self, package, state_dir: Path, metadata_uri: str | None = None) -> dict:
+    def register_model(self, package, state_dir: Path, metadata_uri: str | None = None,
+                       allow_insecure_srs: bool = False, local_chain: bool = True) -> dict:
         """Deploys the package's EZKL verifier and binds it to ``package.model_id``; a model
-        already registered is returned as it is (registration happens once)."""
+        already registered is returned as it is (registration happens once). An insecure-SRS
+        package is refused (InsecureSrsRefused) off the local anvil unless allowed."""
         model_id = package.model_id
+        refusal = insecure_srs_refusal(package, self.chain.chain_id(), local_chain, allow_insecure_srs)
+        if refusal:
+            raise InsecureSrsRefused(refusal)
         deployments = Deployments(Path(state_dir) / "chain" / "deployments.json")
         chain_id = self.chain.chain_id()
         if self.is_registered(model_id):
@@ -109,24 +157,37 @@ class Registry:
         artifact = package.verifier_artifact()
         verifier, deploy_receipt = self.chain.deploy(artifact["abi"], artifact["bytecode"])
         uri = metadata_uri or f"zkserve:{package.name}:{model_id}"
-        receipt = self.chain.transact(self.contract.functions.registerModel(to_bytes32(model_id), verifier, uri), self.abi)
+        # A proof of this circuit proves its whole batch (padding included): that is what
+        # each attested proof counts in the registry's usage.
+        call = self.contract.functions.registerModel(to_bytes32(model_id), verifier, package.batch_size, uri)
+        receipt = self.chain.transact(call, self.abi)
         entry = {"name": package.name, "verifier": verifier, "register_tx": hex32(receipt["transactionHash"]),
                  "verifier_deploy_gas": deploy_receipt["gasUsed"], "block": receipt["blockNumber"]}
         deployments.update(chain_id, models={model_id: entry})
         log.info("registered %s (%s) with verifier %s", package.name, model_id, verifier)
         return {"model_id": model_id, "already_registered": False, **entry}
 
-    def set_attester(self, account: str, allowed: bool = True) -> None:
-        self.chain.transact(self.contract.functions.setAttester(to_checksum_address(account), allowed), self.abi)
+    def deprecate_model(self, model_id: str | bytes, reason: str) -> dict:
+        return self.chain.transact(self.contract.functions.deprecateModel(to_bytes32(model_id), reason), self.abi)
+
+    def grant_role(self, role: str, account: str) -> dict:
+        call = self.contract.functions.grantRole(ROLES[role], to_checksum_address(account))
+        return self.chain.transact(call, self.abi)
+
+    def revoke_role(self, role: str, account: str) -> dict:
+        call = self.contract.functions.revokeRole(ROLES[role], to_checksum_address(account))
+        return self.chain.transact(call, self.abi)
 
 
-def deploy_consumer(chain: ChainClient, registry: Registry, model_id: str, score_index: int, approve_above: int,
-                    approved_limit: int):
-    """Deploys an ExampleConsumer gate for one model; returns a web3 contract."""
+def deploy_consumer(chain: ChainClient, registry: Registry, model_id: str, input_index: int, score_index: int,
+                    approve_above: int, approved_limit: int):
+    """Deploys an ExampleConsumer gate for one model (the deploying key is the lender);
+    returns a web3 contract and its ABI."""
     compiled = project_contract(CONSUMER)
     address, _ = chain.deploy(compiled.abi, compiled.bytecode, registry.address, to_bytes32(model_id),
-                              score_index, approve_above, approved_limit)
+                              input_index, score_index, approve_above, approved_limit)
     return chain.contract(address, compiled.abi), compiled.abi
 
 
-__all__ = ["Registry", "TxReverted", "deploy_consumer", "hex32", "to_bytes32"]
+__all__ = ["ROLES", "InsecureSrsRefused", "Registry", "TxReverted", "deploy_consumer", "hex32", "insecure_srs_refusal",
+           "to_bytes32"]

@@ -12,7 +12,7 @@ import typer
 from circuits import CircuitPackage, PackageError, Proof
 from serve.chain.client import ChainError
 from serve.chain.keys import SigningKeyError
-from serve.chain.registry import Registry, to_bytes32
+from serve.chain.registry import InsecureSrsRefused, Registry, to_bytes32
 from serve.commands.progress import console
 from serve.config import ConfigError, load_config
 from serve.merkle import instances_hash
@@ -85,6 +85,8 @@ def verifier_command(
 def register_command(
     model: str = typer.Argument(..., help="circuit package directory, model id, package name or demo name"),
     metadata_uri: Optional[str] = typer.Option(None, help="stored with the model in the registry"),
+    allow_insecure_srs: bool = typer.Option(
+        False, "--allow-insecure-srs", help="register an INSECURE-SRS package on a chain other than the local anvil"),
     config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Deploy the model's EZKL verifier and bind it to its model id in the registry (once)."""
@@ -95,8 +97,10 @@ def register_command(
         _fail(str(error))
     connection, registry = _chain(zk)
     try:
-        result = registry.register_model(package, Path(zk["state_dir"]), metadata_uri)
-    except ChainError as error:
+        # "local" is the anvil zkserve starts (no chain.rpc_url), never an endpoint configured by URL
+        result = registry.register_model(package, Path(zk["state_dir"]), metadata_uri, allow_insecure_srs,
+                                         local_chain=not zk["chain"].get("rpc_url"))
+    except (ChainError, InsecureSrsRefused) as error:
         _fail(str(error))
     finally:
         connection.close()
@@ -198,8 +202,91 @@ def attestation_command(
         _fail(f"{proof_hash} is not attested on chain (an anchored proof needs its leaf and path: ask the verifier)")
 
 
+def usage_command(
+    model: Optional[str] = typer.Argument(
+        None, help="model id, package name or directory (default: every registered model)"),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Rows proven per model, as the registry on chain counts them: under anchored roots (the
+    anchorer's statement) and under attested proofs (verified by the contract)."""
+    zk = _config(config)
+    model_ids: list[tuple[str, str]] = []
+    if model is not None:
+        if model.startswith("0x") and len(model) == 66:
+            model_ids.append((model, model))
+        else:
+            try:
+                package = _package(model, zk["state_dir"])
+            except (LookupError, PackageError) as error:
+                _fail(str(error))
+            model_ids.append((package.name, package.model_id))
+    connection, registry = _chain(zk)
+    try:
+        if model is None:
+            for event in registry.contract.events.ModelRegistered.get_logs(from_block=0):
+                args = event["args"]
+                model_ids.append((args["metadataURI"] or "", "0x" + bytes(args["modelId"]).hex()))
+        rows = []
+        for label, model_id in model_ids:
+            info = registry.model(model_id)
+            if not info["registered_at"]:
+                _fail(f"model {label} ({model_id}) is not registered in {registry.address}")
+            rows.append((label, model_id, info))
+    except ChainError as error:
+        _fail(str(error))
+    finally:
+        connection.close()
+    console.print(f"registry {registry.address}  chain {registry.chain.chain_id()}")
+    for label, model_id, info in rows:
+        state = "  (deprecated)" if info["deprecated_at"] else ""
+        console.print(f"{label}  {model_id}{state}")
+        console.print(f"  anchored rows {info['anchored_rows']}  attested rows {info['attested_rows']}  "
+                      f"total {info['anchored_rows'] + info['attested_rows']}")
+
+
+def roles_command(
+    action: str = typer.Argument("show", help="show | grant | revoke"),
+    role: Optional[str] = typer.Argument(None, help="registrar | anchorer"),
+    account: Optional[str] = typer.Argument(None, help="0x address"),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Who holds which role in the registry; the owner grants and revokes registrar and anchorer."""
+    from eth_utils import is_address
+
+    from serve.chain.registry import ROLES
+
+    if action not in ("show", "grant", "revoke"):
+        _fail(f"unknown action {action!r}; use show, grant or revoke")
+    if action != "show":
+        if role not in ("registrar", "anchorer"):
+            _fail("give the role: registrar or anchorer (ownership moves with transferOwnership/acceptOwnership)")
+        if not account or not is_address(account):
+            _fail(f"give the account as a 0x address, not {account!r}")
+    zk = _config(config)
+    connection, registry = _chain(zk)
+    try:
+        if action == "grant":
+            registry.grant_role(role, account)
+        elif action == "revoke":
+            registry.revoke_role(role, account)
+        holders: dict[str, set[str]] = {name: set() for name in ROLES}
+        names = {value: name for name, value in ROLES.items()}
+        for event in registry.contract.events.RoleGranted.get_logs(from_block=0):
+            holders[names.get(event["args"]["role"], "other")].add(event["args"]["account"])
+        console.print(f"registry {registry.address}  chain {registry.chain.chain_id()}  owner {registry.owner()}")
+        for name in ("registrar", "anchorer"):
+            current = sorted(a for a in holders[name] if registry.has_role(name, a))
+            console.print(f"  {name}: {', '.join(current) or 'nobody'}")
+    except ChainError as error:
+        _fail(str(error))
+    finally:
+        connection.close()
+
+
 def register(app: typer.Typer) -> None:
     app.command("verifier")(verifier_command)
     app.command("register")(register_command)
     app.command("verify")(verify_command)
     app.command("attestation")(attestation_command)
+    app.command("usage")(usage_command)
+    app.command("roles")(roles_command)

@@ -21,6 +21,11 @@ class OutboxCollector:
         for status, count in sorted(self.outbox.counts().items()):
             family.add_metric([status], count)
         yield family
+        rejected = GaugeMetricFamily("zkserve_verifier_rejected_proofs",
+                                     "proofs the contract refused for good, by its error", labels=["reason"])
+        for reason, count in sorted(self.outbox.rejected_by_reason().items()):
+            rejected.add_metric([reason], count)
+        yield rejected
 
 
 class VerifierMetrics:
@@ -29,6 +34,9 @@ class VerifierMetrics:
         self.registry.register(OutboxCollector(outbox))
         self.rpcs = Counter("zkserve_verifier_rpcs", "verifier RPCs by method and status code",
                             ["method", "code"], registry=self.registry)
+        self.reconciled = Counter("zkserve_verifier_reconciled",
+                                  "repairs after the chain lost a record: batches sent again, models registered again",
+                                  ["what"], registry=self.registry)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

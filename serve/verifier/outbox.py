@@ -31,8 +31,9 @@ CREATE TABLE IF NOT EXISTS proofs (
     mode           TEXT NOT NULL CHECK (mode IN ('anchor', 'onchain')),
     instances_hash TEXT NOT NULL,
     leaf           TEXT NOT NULL UNIQUE,
-    proof          BLOB,             -- raw proof bytes, kept only for onchain mode
+    proof          BLOB,             -- raw proof bytes, kept only for onchain mode (to resend after a reorg)
     instances      TEXT,             -- JSON decimal strings, kept only for onchain mode
+    rows           INTEGER NOT NULL DEFAULT 1,  -- rows the proof proves (the circuit's batch)
     status         TEXT NOT NULL DEFAULT 'pending',
     batch_id       INTEGER REFERENCES batches(id),
     merkle_path    TEXT,             -- JSON hex list, anchor mode
@@ -47,9 +48,11 @@ CREATE TABLE IF NOT EXISTS batches (
     root            TEXT,            -- anchor batches
     size            INTEGER NOT NULL,
     model_ids       TEXT NOT NULL,   -- JSON list
+    model_rows      TEXT,            -- JSON list: rows proven per model_ids entry
     state           TEXT NOT NULL DEFAULT 'queued',  -- queued | sent | confirmed | rejected
     tx_hash         TEXT,            -- the confirmed transaction
     block_number    INTEGER,
+    block_hash      TEXT,            -- of the confirming block: a reorg or chain reset changes it
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     last_error      TEXT,
@@ -65,6 +68,12 @@ CREATE TABLE IF NOT EXISTS transactions (
 );
 CREATE INDEX IF NOT EXISTS transactions_batch ON transactions(batch_id);
 """
+# Columns added after the first release: (table, column, definition), added to older files on open.
+MIGRATIONS = (
+    ("proofs", "rows", "INTEGER NOT NULL DEFAULT 1"),
+    ("batches", "model_rows", "TEXT"),
+    ("batches", "block_hash", "TEXT"),
+)
 
 
 @dataclass
@@ -103,6 +112,17 @@ class Batch:
     state: str
     attempts: int
     last_error: str | None
+    model_rows: list[int] = field(default_factory=list)  # rows per model_ids entry
+    tx_hash: str | None = None
+    block_number: int | None = None
+    block_hash: str | None = None
+
+    @classmethod
+    def from_row(cls, row) -> "Batch":
+        model_ids = json.loads(row["model_ids"])
+        rows = json.loads(row["model_rows"]) if row["model_rows"] else [row["size"]] * len(model_ids)
+        return cls(row["id"], row["kind"], row["root"], row["size"], model_ids, row["state"], row["attempts"],
+                   row["last_error"], rows, row["tx_hash"], row["block_number"], row["block_hash"])
 
 
 @dataclass
@@ -123,8 +143,15 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")  # a committed Submit survives power loss too
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)  # notified after every commit that changes a proof
+
+    def _migrate(self) -> None:
+        for table, column, definition in MIGRATIONS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -146,16 +173,17 @@ class Outbox:
     # ---- Submit ----
 
     def add(self, proof_hash: str, model_id: str, mode: str, instances_hash: str, leaf: str,
-            proof: bytes | None = None, instances: list[int] | None = None) -> tuple[ProofRecord, bool]:
-        """Queues a verified proof; returns (record, newly_added). A known hash is left as it is."""
+            proof: bytes | None = None, instances: list[int] | None = None, rows: int = 1) -> tuple[ProofRecord, bool]:
+        """Queues a verified proof; returns (record, newly_added). A known hash is left as it is.
+        ``rows``: what the proof proves (its circuit's batch), counted on chain as usage."""
         with self._transaction() as db:
             inserted = db.execute(
-                "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, instances_hash, leaf, proof, instances, submitted_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, instances_hash, leaf, proof, instances, rows,"
+                " submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (proof_hash, model_id, mode, instances_hash, leaf,
                  proof if mode == ONCHAIN else None,
                  json.dumps([str(i) for i in instances]) if mode == ONCHAIN and instances is not None else None,
-                 time.time()),
+                 int(rows), time.time()),
             ).rowcount
         return self.get(proof_hash), bool(inserted)
 
@@ -208,20 +236,22 @@ class Outbox:
         now = time.time() if now is None else now
         formed = 0
         with self._transaction() as db:
-            for row in db.execute("SELECT proof_hash, model_id FROM proofs WHERE mode = 'onchain' AND status = 'pending'"
-                                  " AND batch_id IS NULL ORDER BY submitted_at").fetchall():
-                batch_id = self._insert_batch(db, ONCHAIN, None, 1, [row["model_id"]], now)
+            for row in db.execute("SELECT proof_hash, model_id, rows FROM proofs WHERE mode = 'onchain'"
+                                  " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at").fetchall():
+                batch_id = self._insert_batch(db, ONCHAIN, None, 1, [row["model_id"]], [row["rows"]], now)
                 db.execute("UPDATE proofs SET batch_id = ? WHERE proof_hash = ?", (batch_id, row["proof_hash"]))
                 formed += 1
             while True:
-                rows = db.execute("SELECT proof_hash, model_id, leaf, submitted_at FROM proofs WHERE mode = 'anchor'"
+                rows = db.execute("SELECT proof_hash, model_id, leaf, rows, submitted_at FROM proofs"
+                                  " WHERE mode = 'anchor'"
                                   " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at, rowid LIMIT ?",
                                   (anchor_batch_size,)).fetchall()
                 if not rows or (len(rows) < anchor_batch_size and now - rows[0]["submitted_at"] < anchor_max_age_s):
                     break
                 tree = MerkleTree.build([bytes.fromhex(r["leaf"][2:]) for r in rows])
                 model_ids = sorted({r["model_id"] for r in rows})
-                batch_id = self._insert_batch(db, ANCHOR, "0x" + tree.root.hex(), len(rows), model_ids, now)
+                model_rows = [sum(r["rows"] for r in rows if r["model_id"] == m) for m in model_ids]
+                batch_id = self._insert_batch(db, ANCHOR, "0x" + tree.root.hex(), len(rows), model_ids, model_rows, now)
                 for index, r in enumerate(rows):
                     path = json.dumps(["0x" + h.hex() for h in tree.path(index)])
                     db.execute("UPDATE proofs SET batch_id = ?, merkle_path = ? WHERE proof_hash = ?",
@@ -230,9 +260,11 @@ class Outbox:
         return formed
 
     @staticmethod
-    def _insert_batch(db, kind: str, root: str | None, size: int, model_ids: list[str], now: float) -> int:
-        return db.execute("INSERT INTO batches (kind, root, size, model_ids, created_at) VALUES (?, ?, ?, ?, ?)",
-                          (kind, root, size, json.dumps(model_ids), now)).lastrowid
+    def _insert_batch(db, kind: str, root: str | None, size: int, model_ids: list[str], model_rows: list[int],
+                      now: float) -> int:
+        return db.execute("INSERT INTO batches (kind, root, size, model_ids, model_rows, created_at)"
+                          " VALUES (?, ?, ?, ?, ?, ?)",
+                          (kind, root, size, json.dumps(model_ids), json.dumps(model_rows), now)).lastrowid
 
     def oldest_unbatched_age(self, now: float | None = None) -> float | None:
         with self._lock:
@@ -249,8 +281,7 @@ class Outbox:
             row = self._db.execute("SELECT * FROM batches WHERE state IN ('queued', 'sent') ORDER BY id LIMIT 1").fetchone()
         if row is None or row["next_attempt_at"] > now:
             return None
-        return Batch(row["id"], row["kind"], row["root"], row["size"], json.loads(row["model_ids"]), row["state"],
-                     row["attempts"], row["last_error"])
+        return Batch.from_row(row)
 
     def onchain_payload(self, batch: Batch) -> tuple[str, str, bytes, list[int]]:
         with self._lock:
@@ -284,19 +315,81 @@ class Outbox:
             db.execute("UPDATE batches SET next_attempt_at = ? WHERE id = ?", (time.time() + delay, batch_id))
         return delay
 
-    def confirm(self, batch_id: int, tx_hash: str, block_number: int) -> None:
+    def confirm(self, batch_id: int, tx_hash: str, block_number: int, block_hash: str | None = None) -> None:
+        # An onchain proof keeps its bytes: a reorg or chain reset may need it sent again.
         with self._transaction() as db:
             kind = db.execute("SELECT kind FROM batches WHERE id = ?", (batch_id,)).fetchone()["kind"]
             now = time.time()
-            db.execute("UPDATE batches SET state = 'confirmed', tx_hash = ?, block_number = ?, confirmed_at = ?,"
-                       " last_error = NULL WHERE id = ?", (tx_hash, block_number, now, batch_id))
-            db.execute("UPDATE proofs SET status = ?, finalized_at = ?, proof = NULL WHERE batch_id = ?",
+            db.execute("UPDATE batches SET state = 'confirmed', tx_hash = ?, block_number = ?, block_hash = ?,"
+                       " confirmed_at = ?, last_error = NULL WHERE id = ?",
+                       (tx_hash, block_number, block_hash, now, batch_id))
+            db.execute("UPDATE proofs SET status = ?, finalized_at = ?, reason = NULL WHERE batch_id = ?",
                        (ANCHORED if kind == ANCHOR else ATTESTED, now, batch_id))
 
-    def reject(self, batch_id: int, reason: str, tx_hash: str | None = None) -> None:
-        """The contract refused an onchain proof: final, with the reason."""
+    def reject(self, batch_id: int, reason: str, tx_hash: str | None = None, model_id: str | None = None) -> None:
+        """The contract refused the batch for good: its proofs (or, with ``model_id``, only
+        that model's) are final with the reason; the others go back to be batched again."""
         with self._transaction() as db:
             now = time.time()
             db.execute("UPDATE batches SET state = 'rejected', tx_hash = ?, last_error = ? WHERE id = ?", (tx_hash, reason, batch_id))
-            db.execute("UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL WHERE batch_id = ?",
-                       (reason, now, batch_id))
+            scope, args = ("", ()) if model_id is None else (" AND model_id = ?", (model_id,))
+            db.execute("UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL"
+                       f" WHERE batch_id = ?{scope}", (reason, now, batch_id, *args))
+            db.execute("UPDATE proofs SET batch_id = NULL, merkle_path = NULL WHERE batch_id = ? AND status = 'pending'",
+                       (batch_id,))
+
+    # ---- reconciliation with the chain ----
+
+    def confirmed_batches(self, newest_first: bool = False, limit: int | None = None) -> list[Batch]:
+        order = "DESC" if newest_first else "ASC"
+        query = f"SELECT * FROM batches WHERE state = 'confirmed' ORDER BY id {order}" + (" LIMIT ?" if limit else "")
+        with self._lock:
+            rows = self._db.execute(query, (limit,) if limit else ()).fetchall()
+        return [Batch.from_row(row) for row in rows]
+
+    def batch_proofs(self, batch_id: int) -> list[tuple[str, str]]:
+        """(proof_hash, model_id) of each proof in the batch."""
+        with self._lock:
+            rows = self._db.execute("SELECT proof_hash, model_id FROM proofs WHERE batch_id = ?", (batch_id,)).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def model_ids_in_use(self) -> list[str]:
+        """Models of proofs not rejected: the registrations the chain must still have."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT model_id FROM proofs WHERE status != 'rejected' ORDER BY model_id")
+            return [row[0] for row in rows.fetchall()]
+
+    def unconfirm(self, batch_id: int, reason: str) -> None:
+        """The chain does not have what this batch recorded (reorg, chain reset): its proofs
+        go back to pending and the batch is sent again, signed afresh."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM transactions WHERE batch_id = ?", (batch_id,))
+            db.execute("UPDATE batches SET state = 'queued', tx_hash = NULL, block_number = NULL, block_hash = NULL,"
+                       " confirmed_at = NULL, attempts = 0, next_attempt_at = 0, last_error = ? WHERE id = ?",
+                       (reason, batch_id))
+            db.execute("UPDATE proofs SET status = 'pending', finalized_at = NULL, reason = NULL WHERE batch_id = ?",
+                       (batch_id,))
+
+    def forget_transactions(self, batch_id: int) -> None:
+        """Our transactions of a batch that the node will never mine (their nonces are beyond
+        the account's, after the node lost state): sign afresh."""
+        with self._transaction(notify=False) as db:
+            db.execute("DELETE FROM transactions WHERE batch_id = ?", (batch_id,))
+            db.execute("UPDATE batches SET state = 'queued' WHERE id = ?", (batch_id,))
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Rejected proofs by the contract error that ended them (for metrics)."""
+        with self._lock:
+            rows = self._db.execute("SELECT reason FROM proofs WHERE status = 'rejected'").fetchall()
+        counts: dict[str, int] = {}
+        for (reason,) in rows:
+            kind = reason_kind(reason or "")
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+
+def reason_kind(reason: str) -> str:
+    """``DeprecatedModel`` from "contract reverted: DeprecatedModel(0x..)", for metric labels."""
+    text = reason.split(": ", 1)[-1] if ": " in reason else reason
+    name = text.split("(", 1)[0].strip()
+    return name if name.isidentifier() else "other"

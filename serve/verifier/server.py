@@ -21,6 +21,7 @@ from serve.security.interceptor import GuardInterceptor, RpcLimits
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import ModelCatalog
 from serve.verifier.outbox import Outbox
+from serve.verifier.reconcile import DEFAULT_INTERVAL_S, ChainTruth, Reconciler
 from serve.verifier.sender import ChainSender
 from serve.verifier.service import RegistryHandle, VerifierService
 from zkserve.v1 import verifier_pb2, verifier_pb2_grpc
@@ -61,9 +62,13 @@ class VerifierServer:
         self.connection: ChainConnection = connect(zk)
         chain = self.connection.client
         self.registry = RegistryHandle(lambda: Registry.ensure(chain, state_dir))
-        self.sender = ChainSender(self.outbox, chain, self.registry, self.settings)
-        self.health = health.HealthServicer()
         self.metrics = VerifierMetrics(self.outbox)
+        self.reconciler = Reconciler(self.outbox, chain, self.registry, self.registry.refresh, self.catalog.resolve,
+                                     state_dir, float(self.settings.get("reconcile_interval_s", DEFAULT_INTERVAL_S)),
+                                     self.metrics)
+        self.sender = ChainSender(self.outbox, chain, self.registry, self.settings, self.reconciler,
+                                  durable=self.connection.durable_since)
+        self.health = health.HealthServicer()
         # Threads for every admitted RPC and stream plus a reserve, so health always has one;
         # grpc refuses anything past that (RESOURCE_EXHAUSTED) instead of queueing it.
         def count_refused(method: str, code: str) -> None:
@@ -72,8 +77,9 @@ class VerifierServer:
         interceptor = GuardInterceptor(self.guard, self.limits, count_refused)
         pool = futures.ThreadPoolExecutor(max_workers=self.limits.threads, thread_name_prefix="verifier-rpc")
         self.grpc = grpc.server(pool, interceptors=[interceptor], maximum_concurrent_rpcs=self.limits.threads)
+        truth = ChainTruth(lambda: self.registry.resolved, self.reconciler)
         verifier_pb2_grpc.add_VerifierServicer_to_server(
-            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics,
+            VerifierService(self.catalog, self.outbox, self.registry, metrics=self.metrics, truth=truth,
                             stream_max_s=float(self.settings["stream_max_s"]),
                             max_queued_proofs_per_key=int(self.settings["max_queued_proofs_per_key"]),
                             max_queued_proofs=int(self.settings["max_queued_proofs"])), self.grpc)

@@ -31,6 +31,7 @@ from serve.verifier.documents import check_raw_size, parse_proof
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
 from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
+from serve.verifier.reconcile import ChainTruth
 from zkserve.v1 import verifier_pb2 as pb
 from zkserve.v1 import verifier_pb2_grpc
 
@@ -100,6 +101,13 @@ class RegistryHandle:
     def resolved(self) -> Registry | None:
         return self._registry
 
+    def refresh(self) -> Registry:
+        """Resolves the registry again (the chain lost it): forgets what was known."""
+        with self._lock:
+            self._registry = self._resolve()
+            self._registered.clear()
+            return self._registry
+
     def require_registered(self, model_id: str, name: str) -> None:
         if model_id in self._registered:
             return
@@ -119,8 +127,9 @@ class RegistryHandle:
 
 class VerifierService(verifier_pb2_grpc.VerifierServicer):
     def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0,
-                 metrics: VerifierMetrics | None = None, stream_max_s: float = 600.0,
-                 max_queued_proofs_per_key: int = 0, max_queued_proofs: int = 0):
+                 metrics: VerifierMetrics | None = None, truth: ChainTruth | None = None,
+                 stream_max_s: float = 600.0, max_queued_proofs_per_key: int = 0, max_queued_proofs: int = 0):
+        self.truth = truth  # the chain is the truth: a record is shown final only while it holds
         self.catalog = catalog
         self.outbox = outbox
         self.registry = registry
@@ -158,6 +167,8 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         return package, proof, verdict, "0x" + digest.hex(), "0x" + leaf.hex()
 
     def _record(self, record: ProofRecord) -> pb.AttestationRecord:
+        if self.truth is not None:
+            record = self.truth.check(record)
         registry = self.registry.resolved
         return pb.AttestationRecord(
             proof_hash=record.proof_hash, model_id=record.model_id, status=STATUS[record.status],
@@ -168,7 +179,15 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
             chain_id=registry.chain.chain_id() if registry else 0,
             reason=redact(record.reason or (record.last_error if not record.final else "") or ""),
             attempts=record.attempts, submitted_at=record.submitted_at, finalized_at=record.finalized_at or 0.0,
+            insecure_srs=self._insecure(record.model_id),
         )
+
+    def _insecure(self, model_id: str) -> bool:
+        """The package's own flag; a model no package is known for counts as insecure."""
+        try:
+            return self.catalog.resolve(model_id).insecure
+        except LookupError:
+            return True
 
     def _lookup(self, proof_hash: str) -> ProofRecord:
         if not HASH_RE.match(proof_hash or ""):
@@ -185,7 +204,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         package, proof, verdict, digest, leaf = self._verify(request)
         return pb.VerifyResponse(valid=verdict.valid, reason=verdict.reason, model_id=package.model_id,
                                  proof_hash=proof.proof_hash, instances=[str(i) for i in proof.instances],
-                                 instances_hash=digest, leaf=leaf)
+                                 instances_hash=digest, leaf=leaf, insecure_srs=package.insecure)
 
     @unary
     def Submit(self, request, context):
@@ -208,7 +227,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         self.registry.require_registered(package.model_id, package.name)
         self.queued.reserve(principal, proof.proof_hash)
         record, added = self.outbox.add(proof.proof_hash, package.model_id, mode, digest, leaf,
-                                        proof=proof.proof_bytes, instances=proof.instances)
+                                        proof=proof.proof_bytes, instances=proof.instances, rows=package.batch_size)
         log.info("queued %s (%s, %s)", proof.proof_hash, package.name, mode)
         return pb.SubmitResponse(attestation=self._record(record), already_submitted=not added)
 

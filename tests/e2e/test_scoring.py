@@ -210,7 +210,7 @@ def test_submit_attests_every_row(scoring_job, tmp_path, module_anvil):
     package = ensure_demo_packages(["demo-mlp"], CompileOptions(batch=PROOF_BATCH))["demo-mlp"]
     state_dir = tmp_path / "verifier-home"
     state_dir.mkdir()
-    setup_registry(module_anvil.url, state_dir, [package])
+    registry = setup_registry(module_anvil.url, state_dir, [package])
     service = VerifierProcess(state_dir, module_anvil.url, [package.root])
     service.start()
     try:
@@ -227,6 +227,8 @@ def test_submit_attests_every_row(scoring_job, tmp_path, module_anvil):
     results = pq.read_table(output / "results.parquet").to_pylist()
     assert len(results) == ROWS - len(BAD_ROWS)
     assert {row["attestation"] for row in results} == {"anchored"}
+    proofs = {row["proof_hash"] for row in results}  # usage on chain: each proof proves its circuit batch
+    assert registry.usage(package.model_id)["anchored_rows"] == len(proofs) * package.batch_size
     assert verify_job(output).ok
     again = CliRunner().invoke(app, ["score", *score_args(scoring_job["input"], output)])  # nothing left to do
     assert again.exit_code == 0, again.output

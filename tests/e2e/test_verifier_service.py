@@ -9,7 +9,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serve.chain.keys import ANVIL_DEV_KEY
-from serve.chain.registry import deploy_consumer, to_bytes32
+from serve.chain.registry import to_bytes32
+from serve.merkle import instances_hash
 from serve.verifier.client import status_name
 from tests.e2e.conftest import VerifierProcess, relabel, setup_registry, tamper_byte, tamper_output
 from zkserve.v1 import verifier_pb2 as pb
@@ -30,6 +31,13 @@ def stack(module_anvil, tmp_path_factory, mlp_package, cnn_package):
     service.stop()
 
 
+def is_proven(registry, package, proof, path, root) -> bool:
+    """What a consumer contract asks the registry (ExampleConsumer: tests/e2e/test_consumer.py)."""
+    return registry.contract.functions.isProven(
+        to_bytes32(package.model_id), to_bytes32(proof.proof_hash), instances_hash(proof.instances),
+        [to_bytes32(h) for h in path], to_bytes32(root)).call()
+
+
 def rpc_error(call) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         call()
@@ -41,6 +49,7 @@ def test_verify_accepts_a_real_proof(stack, mlp_package, mlp_proofs):
     proof = mlp_proofs[0]
     reply = client.verify(mlp_package.model_id, proof)
     assert reply.valid and not reply.reason
+    assert reply.insecure_srs is mlp_package.insecure is True  # the demo's dev SRS travels with the answer
     assert reply.proof_hash == proof.proof_hash
     assert [int(i) for i in reply.instances] == proof.instances
     assert client.verify(mlp_package.name, proof).valid  # by package name too
@@ -95,19 +104,14 @@ def test_anchor_mode_end_to_end(stack, mlp_package, mlp_proofs):
     proofs = mlp_proofs[1:4]
     submitted = [client.submit(mlp_package.model_id, p, mode="anchor") for p in proofs]
     assert all(s.attestation.status == pb.ATTESTATION_STATUS_PENDING for s in submitted)
+    assert all(s.attestation.insecure_srs for s in submitted)
     assert client.submit(mlp_package.model_id, proofs[0]).already_submitted
     records = [client.wait_final(p.proof_hash, 60) for p in proofs]
-    consumer, abi = deploy_consumer(registry.chain, registry, mlp_package.model_id, len(proofs[0].instances) - 1,
-                                    approve_above=-(2**200), approved_limit=777)
-    for index, (proof, record) in enumerate(zip(proofs, records)):
+    for proof, record in zip(proofs, records):
         assert status_name(record) == "anchored", record
         assert record.tx_hash and record.block_number > 0 and record.merkle_root
         assert registry.is_anchored(record.leaf, list(record.merkle_path), record.merkle_root)
-        app = bytes([index + 1]) * 32
-        registry.chain.transact(consumer.functions.decide(app, to_bytes32(proof.proof_hash), proof.instances,
-                                                          [to_bytes32(h) for h in record.merkle_path],
-                                                          to_bytes32(record.merkle_root)), abi)
-        assert consumer.functions.creditLimit(app).call() == 777
+        assert is_proven(registry, mlp_package, proof, record.merkle_path, record.merkle_root)
     assert registry.attestation(proofs[0].proof_hash)["block_number"] == 0  # anchored, not attested
 
 
@@ -120,10 +124,7 @@ def test_onchain_mode_end_to_end_with_watch(stack, mlp_package, cnn_package, mlp
     record = client.get(proof.proof_hash)
     on_chain = registry.attestation(proof.proof_hash)
     assert on_chain["block_number"] == record.block_number > 0 and on_chain["model_id"] == mlp_package.model_id
-    consumer, abi = deploy_consumer(registry.chain, registry, mlp_package.model_id, len(proof.instances) - 1,
-                                    approve_above=-(2**200), approved_limit=1)
-    registry.chain.transact(consumer.functions.decide(b"\x42" * 32, to_bytes32(proof.proof_hash), proof.instances, [], ZERO), abi)
-    assert consumer.functions.creditLimit(b"\x42" * 32).call() == 1
+    assert is_proven(registry, mlp_package, proof, [], ZERO)
     # another model through the same service
     client.submit(cnn_package.model_id, cnn_proof, mode="onchain")
     assert status_name(client.wait_final(cnn_proof.proof_hash, 60)) == "attested"
