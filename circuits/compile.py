@@ -7,15 +7,17 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import ezkl
 import numpy as np
 import onnx
+import onnx.version_converter
 import onnxruntime as ort
 
+from circuits import domain as dom
 from circuits import package as pkg
 from circuits.evm import build_verifier
 from circuits.hashing import model_id_of, sha256_file
@@ -28,6 +30,9 @@ from circuits.srs import SrsSource
 VISIBILITIES = {"input": ("public", "hashed", "private"), "output": ("public", "hashed", "private"),
                 "param": ("fixed", "hashed", "private")}
 TOLERANCE_ROWS = 16  # calibration rows checked to set the output tolerance
+DOMAIN_CORNERS = 32  # domain corners checked at compile time (all of them when there are fewer)
+DOMAIN_RANDOM = 32  # uniform random domain points checked at compile time
+DOMAIN_CALIBRATION_POINTS = 9  # domain points (centre + corners) added to EZKL's calibration rows
 
 
 class CompileError(RuntimeError):
@@ -36,7 +41,7 @@ class CompileError(RuntimeError):
 
 @dataclass(frozen=True)
 class CompileOptions:
-    batch: int = 1
+    batch: int | None = None  # rows per proof; None: the model's fixed batch dimension, else 1
     input_visibility: str = "public"
     output_visibility: str = "public"
     param_visibility: str = "fixed"
@@ -51,20 +56,36 @@ class CompileOptions:
     version: str = "1"
     srs: Path | None = None  # None -> locally generated, insecure dev SRS
     extra_run_args: dict = field(default_factory=dict)
+    # The input domain the circuit is proven accurate on: the calibration rows widened by
+    # `domain_margin` x span, unless given explicitly for all features or per feature (file).
+    input_range: tuple[float, float] | None = None
+    input_ranges_file: Path | None = None
+    domain_margin: float = dom.DEFAULT_MARGIN
+    # Largest output error (vs ONNX Runtime) accepted anywhere in the domain; None: 1% of the
+    # outputs' span over the checked points, at least 16 quantization steps of the output scale.
+    domain_max_error: float | None = None
 
     def validate(self) -> None:
         for kind, allowed in VISIBILITIES.items():
             value = getattr(self, f"{kind}_visibility")
             if value not in allowed:
                 raise CompileError(f"--{kind}-visibility must be one of {', '.join(allowed)}, not {value!r}")
-        if self.batch < 1:
+        if self.batch is not None and self.batch < 1:
             raise CompileError(f"--batch must be >= 1, not {self.batch}")
         if self.srs is not None and not Path(self.srs).is_file():
             raise CompileError(f"SRS file {self.srs} does not exist")
+        if self.input_range is not None and self.input_ranges_file is not None:
+            raise CompileError("--input-range and --input-ranges exclude each other")
+        if not (self.domain_margin >= 0 and np.isfinite(self.domain_margin)):
+            raise CompileError(f"--domain-margin must be a finite number >= 0, not {self.domain_margin}")
+        if self.domain_max_error is not None and not self.domain_max_error > 0:
+            raise CompileError(f"--domain-max-error must be > 0, not {self.domain_max_error}")
 
     def cache_dict(self) -> dict:
         d = asdict(self)
         d["srs"] = SrsSource(self.srs).cache_token()
+        if self.input_ranges_file is not None:
+            d["input_ranges_file"] = sha256_file(Path(self.input_ranges_file))
         return d
 
 
@@ -97,13 +118,19 @@ def inspect_model(onnx_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return _tensor_specs(inputs), _tensor_specs(model.graph.output)
 
 
-def _load_calibration(path: Path | None, inputs: list[TensorSpec], batch: int) -> tuple[list[np.ndarray], str]:
-    """Calibration rows per input: .npy (one input) or .npz (by input name), else random."""
+def _load_calibration(path: Path | None, inputs: list[TensorSpec], batch: int,
+                      explicit: dict[str, dom.InputRange] | None) -> tuple[list[np.ndarray], str]:
+    """Calibration rows per input: .npy (one input) or .npz (by input name), else random
+    (uniform inside an explicit domain, or in [-1, 1] when there is none)."""
     if path is None:
-        warnings.warn("no --calibration data: calibrating on random inputs in [-1, 1]; "
-                      "scales and tolerance may not fit real data", stacklevel=3)
         rng = np.random.default_rng(0)
         rows = max(4 * batch, 8)
+        if explicit is not None:
+            return [rng.uniform(explicit[spec.name].low, explicit[spec.name].high,
+                                (rows, explicit[spec.name].low.size)).reshape(rows, *_row_shape(spec))
+                    for spec in inputs], "random"
+        warnings.warn("no --calibration data: calibrating on random inputs in [-1, 1]; "
+                      "scales and tolerance may not fit real data", stacklevel=3)
         return [rng.uniform(-1, 1, (rows, *_row_shape(spec))) for spec in inputs], "random"
     path = Path(path)
     if path.suffix == ".npz":
@@ -166,12 +193,17 @@ class Stages:
         return result
 
 
-STAGES = ("inspect", "settings", "calibrate", "circuit", "srs", "setup", "tolerance", "verifier", "manifest")
+# ONNX Runtime has dropped the kernels of some old operator versions (Gemm 6, AveragePool 1,
+# BatchNormalization 6, PRelu 6, ...): such models are upgraded with onnx's version converter.
+UPGRADE_OPSET = 13  # the demo models' opset, the one EZKL and ONNX Runtime are tested on here
+
+STAGES = ("inspect", "upgrade", "settings", "calibrate", "circuit", "srs", "setup", "tolerance", "verifier", "manifest")
 
 
 @dataclass
 class ModelInputs:
-    """What compilation reads from the user: the model's signature and its calibration rows."""
+    """What compilation reads from the user: the model's signature, its calibration rows and
+    the input domain the circuit must hold."""
 
     path: Path
     inputs: list[TensorSpec]
@@ -179,28 +211,100 @@ class ModelInputs:
     calibration: list[np.ndarray]
     calibration_token: str  # sha256 of the calibration file, or "random"
     calibration_source: str
+    domain: dict[str, dom.InputRange]
+    batch: int  # the circuit's rows per proof: --batch, else the model's fixed batch, else 1
+    source_path: Path  # the file the user gave (path may be its opset-upgraded copy)
+    upgrade: dict | None = None  # {"from": opset, "to": opset, "reason": ...} when upgraded
+
+    def domain_points(self) -> list[np.ndarray]:
+        """The points of the domain the compile-time check runs the circuit on."""
+        return dom.sample(self.domain, [_row_shape(spec) for spec in self.inputs], DOMAIN_CORNERS, DOMAIN_RANDOM)
 
 
 def prepare(onnx_path: str | Path, options: CompileOptions, calibration: str | Path | None,
             stages: "Stages") -> ModelInputs:
-    onnx_path = Path(onnx_path).resolve()
-    if not onnx_path.is_file():
-        raise CompileError(f"model file {onnx_path} does not exist")
+    source = Path(onnx_path).resolve()
+    if not source.is_file():
+        raise CompileError(f"model file {source} does not exist")
     options.validate()
-    inputs, outputs = stages.run("inspect", lambda: inspect_model(onnx_path))
-    _check_batch(inputs, options.batch)
-    arrays, token = _load_calibration(Path(calibration) if calibration else None, inputs, options.batch)
-    return ModelInputs(onnx_path, inputs, outputs, arrays, token, str(calibration) if calibration else "random")
+    inputs, outputs = stages.run("inspect", lambda: inspect_model(source))
+    path, upgrade = stages.run("upgrade", lambda: upgrade_if_needed(source))
+    batch = _circuit_batch(inputs, options.batch)
+    try:
+        explicit = _explicit_domain(options, inputs)
+        arrays, token = _load_calibration(Path(calibration) if calibration else None, inputs, batch, explicit)
+        names = [spec.name for spec in inputs]
+        # random calibration rows stand for the box they were drawn from, [-1, 1] per feature
+        bounds = arrays if calibration else [np.stack([-np.ones(a.shape[1:]), np.ones(a.shape[1:])]) for a in arrays]
+        domain = explicit or dom.from_calibration(names, bounds, options.domain_margin)
+    except dom.DomainError as error:
+        raise CompileError(str(error)) from None
+    return ModelInputs(path, inputs, outputs, arrays, token, str(calibration) if calibration else "random",
+                       domain, batch, source, upgrade)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def upgrade_if_needed(path: Path) -> tuple[Path, dict | None]:
+    """The model itself when ONNX Runtime can load it, else a copy upgraded to UPGRADE_OPSET
+    (kept in the state directory, named by the original's hash); with a record of the upgrade."""
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return path, None
+    except Exception as error:  # noqa: BLE001 - ORT raises its own exception types per failure
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    model = onnx.load(str(path))
+    opset = _opset(model)
+    if opset >= UPGRADE_OPSET:
+        raise CompileError(f"ONNX Runtime cannot load {path.name} (opset {opset}): {reason}")
+    try:
+        upgraded = onnx.version_converter.convert_version(model, UPGRADE_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception as error:  # noqa: BLE001 - the converter raises bare RuntimeErrors per op
+        raise CompileError(f"ONNX Runtime cannot run {path.name} at opset {opset} ({reason}) and onnx's version "
+                           f"converter could not upgrade it to opset {UPGRADE_OPSET}: {error}") from None
+    target = state_dir() / "upgraded" / f"{sha256_file(path)[:16]}-opset{UPGRADE_OPSET}.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    onnx.save(upgraded, str(partial))
+    partial.replace(target)
+    try:
+        ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001
+        raise CompileError(f"{path.name} upgraded from opset {opset} to {UPGRADE_OPSET} still does not load in "
+                           f"ONNX Runtime: {str(error).strip()[:300]}") from None
+    return target, {"from": opset, "to": UPGRADE_OPSET, "reason": reason}
+
+
+def _explicit_domain(options: CompileOptions, inputs: list[TensorSpec]) -> dict[str, dom.InputRange] | None:
+    names = [spec.name for spec in inputs]
+    if options.input_range is not None:
+        low, high = options.input_range
+        spec = {name: (low, high) for name in names}
+    elif options.input_ranges_file is not None:
+        spec = dom.load_ranges_file(Path(options.input_ranges_file), names)
+    else:
+        return None
+    return dom.explicit(names, [int(np.prod(_row_shape(s))) for s in inputs], spec)
 
 
 def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stages: "Stages") -> dict:
     """Settings, calibration, circuit, SRS, keys and tolerance into `work` (named as in a package)."""
+    options = replace(options, batch=model.batch)
     paths = {kind: work / filename for kind, filename in pkg.FILES.items()}
     shutil.copyfile(model.path, paths["onnx"])
     onnx_file, settings_file = str(paths["onnx"]), str(paths["settings"])
     run_args = _run_args(options, model.inputs)
     stages.run("settings", lambda: ezkl.gen_settings(onnx_file, settings_file, py_run_args=run_args))
-    cal_json = write_input_json(model.calibration, work / "calibration.json")
+    # EZKL sizes scales and lookup ranges from what it calibrates on: the domain's centre and
+    # extreme corners go in beside the user's rows, so the whole domain fits the circuit.
+    points = model.domain_points()
+    extremes = [p[:DOMAIN_CALIBRATION_POINTS] for p in points]
+    cal_rows = [_whole_batches(np.concatenate([rows, extra]), options.batch)
+                for rows, extra in zip(model.calibration, extremes)]
+    cal_json = write_input_json(cal_rows, work / "calibration.json")
     scales = list(options.scales) if options.scales else None
     stages.run("calibrate", lambda: ezkl.calibrate_settings(
         str(cal_json), onnx_file, settings_file, options.calibration_target, scales=scales,
@@ -211,8 +315,8 @@ def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stage
     logrows = settings["run_args"]["logrows"]
     srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_dir() / "srs", paths["srs"]))
     stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
-    tolerance = stages.run("tolerance", lambda: _measure_tolerance(model.path, paths["compiled"], model.calibration,
-                                                                   options.batch, settings, work))
+    checker = AccuracyCheck(model.path, paths["compiled"], options.batch, settings, work)
+    tolerance = stages.run("tolerance", lambda: checker.measure(model, points, options.domain_max_error))
     return {"paths": paths, "settings": settings, "srs": srs_entry, "tolerance": tolerance}
 
 
@@ -228,7 +332,8 @@ def compile_model(
     """Compiles `onnx_path` into a circuit package; reuses a cached package for equal inputs."""
     stages = Stages(on_stage)
     model = prepare(onnx_path, options, calibration, stages)
-    cache_key = _cache_key(model.path, model.calibration_token, options)
+    options = replace(options, batch=model.batch)
+    cache_key = _cache_key(model.source_path, model.calibration_token, options)
     out = Path(out_dir) if out_dir else state_dir() / "circuits" / f"{name}-{cache_key[:12]}"
     cached = _reuse(out, cache_key)
     if cached is not None:
@@ -249,10 +354,11 @@ def compile_model(
             "format": pkg.FORMAT_VERSION,
             "name": name,
             "version": options.version,
-            "model_id": model_id_of(paths["vk"]),
+            "model_id": model_id_of(paths["vk"], paths["settings"], paths["srs"]),
             "cache_key": cache_key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "source_onnx": str(model.path),
+            "source_onnx": str(model.source_path),
+            "opset_upgrade": model.upgrade,
             "batch_size": options.batch,
             "inputs": [_entry(spec, options.batch, scale)
                        for spec, scale in zip(model.inputs, settings["model_input_scales"])],
@@ -262,10 +368,13 @@ def compile_model(
                            "param": options.param_visibility},
             "logrows": logrows,
             "run_args": settings["run_args"],
-            "calibration": {"source": model.calibration_source, "rows": len(model.calibration[0]), **tolerance},
+            "calibration": {"source": model.calibration_source, "rows": len(model.calibration[0]),
+                            "max_abs_error": tolerance["max_abs_error"], "tolerance": tolerance["tolerance"]},
             "tolerance": tolerance["tolerance"],
+            "input_domain": dom.InputDomain(name, model.domain).to_manifest(),
+            "domain_check": tolerance["domain_check"],
             "srs": {**built["srs"], "logrows": logrows},
-            "insecure_srs": built["srs"]["insecure"],
+            "insecure_srs": built["srs"]["insecure"],  # as seen at compile; loaders decide from the hash
             "verifier": {"contract": verifier.name, "deployed_size": verifier.deployed_size, "solc": solc_version()},
             "toolchain": {"ezkl": ezkl.__version__, "onnxruntime": ort.__version__, "solc": solc_version()},
             "timings_s": stages.timings,
@@ -280,12 +389,21 @@ def compile_model(
     return CircuitPackage.load(out)
 
 
-def _check_batch(inputs: list[TensorSpec], batch: int) -> None:
-    for spec in inputs:
-        fixed = spec.shape[0] if spec.dynamic_batch is None else None
-        if fixed is not None and fixed not in (0, batch):
-            raise CompileError(f"input {spec.name!r} has a fixed batch of {fixed}; compile with --batch {fixed} "
-                               f"or export the model with a dynamic batch dimension")
+def _circuit_batch(inputs: list[TensorSpec], requested: int | None) -> int:
+    """--batch, else the batch the model fixes (a model exported with a batch of N proves N
+    rows per proof), else 1. A fixed batch other than --batch cannot be proven."""
+    fixed = {spec.shape[0] for spec in inputs
+             if spec.dynamic_batch is None and spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0}
+    if len(fixed) > 1:
+        raise CompileError(f"the model's inputs fix different batch sizes {sorted(fixed)}")
+    if not fixed:
+        return requested or 1
+    (batch,) = fixed
+    if requested is not None and requested != batch:
+        name = next(spec.name for spec in inputs if spec.shape and spec.shape[0] == batch)
+        raise CompileError(f"input {name!r} has a fixed batch of {batch}; compile with --batch {batch} (or without "
+                           f"--batch) or export the model with a dynamic batch dimension")
+    return batch
 
 
 def _run_args(options: CompileOptions, inputs: list[TensorSpec]):
@@ -308,31 +426,76 @@ def _entry(spec: TensorSpec, batch: int, scale: int) -> dict:
     return {"name": spec.name, "shape": [batch, *spec.shape[1:]], "dtype": spec.dtype, "scale": scale}
 
 
-def _measure_tolerance(onnx_path: Path, compiled: Path, cal_arrays: list[np.ndarray], batch: int,
-                       settings: dict, work: Path) -> dict:
-    """Max |proven - float| output error over calibration rows; tolerance leaves headroom."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    rows = min(len(cal_arrays[0]), TOLERANCE_ROWS)
-    rows -= rows % batch or 0
-    rows = max(rows, batch)
-    worst = 0.0
-    for start in range(0, rows, batch):
-        chunk = [a[start:start + batch] for a in cal_arrays]
-        if len(chunk[0]) < batch:
-            break
-        expected = session.run(None, {n: c.astype(np.float32) for n, c in zip(names, chunk)})
-        witness_path = work / "tolerance-witness.json"
-        ezkl.gen_witness(str(write_input_json(chunk, work / "tolerance-input.json")), str(compiled), str(witness_path))
-        witness = json.loads(witness_path.read_text())
-        for felts, scale, want in zip(witness["outputs"], settings["model_output_scales"], expected):
-            got = np.array([ezkl.felt_to_float(f, scale) for f in felts])
-            worst = max(worst, float(np.max(np.abs(got - np.ravel(want)))))
-    for leftover in ("tolerance-witness.json", "tolerance-input.json"):
-        (work / leftover).unlink(missing_ok=True)
-    out_scale = min(settings["model_output_scales"])
-    # 2x the worst calibration error plus one quantization step of the output scale
-    return {"max_abs_error": worst, "tolerance": 2 * worst + 2.0 ** -out_scale}
+class DomainNotHeld(CompileError):
+    """The circuit cannot reproduce the model's outputs somewhere in the requested domain."""
+
+
+class AccuracyCheck:
+    """Runs the compiled circuit (witness generation only: no proof is needed to read its
+    outputs) against ONNX Runtime on calibration rows and on points of the input domain."""
+
+    def __init__(self, onnx_path: Path, compiled: Path, batch: int, settings: dict, work: Path):
+        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.compiled, self.batch, self.work = compiled, batch, work
+        self.out_scales = settings["model_output_scales"]
+
+    def errors(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per-row max |circuit - ONNX Runtime| output error (inf where the circuit cannot
+        run the row), and ONNX Runtime's outputs; rows are checked in whole circuit batches."""
+        count = len(arrays[0])
+        padded = [_whole_batches(a, self.batch) for a in arrays]
+        row_errors = np.zeros(len(padded[0]))
+        expected_all = []
+        witness_path, input_path = self.work / "check-witness.json", self.work / "check-input.json"
+        for start in range(0, len(padded[0]), self.batch):
+            chunk = [a[start:start + self.batch] for a in padded]
+            expected = self.session.run(None, {n: c.astype(np.float32) for n, c in zip(self.names, chunk)})
+            expected_all.append(expected)
+            try:
+                ezkl.gen_witness(str(write_input_json(chunk, input_path)), str(self.compiled), str(witness_path))
+            except (RuntimeError, ValueError):  # a value outside the circuit's range: it cannot prove the row
+                row_errors[start:start + self.batch] = np.inf
+                continue
+            witness = json.loads(witness_path.read_text())
+            for felts, scale, want in zip(witness["outputs"], self.out_scales, expected):
+                got = np.array([ezkl.felt_to_float(f, scale) for f in felts]).reshape(self.batch, -1)
+                diff = np.max(np.abs(got - np.asarray(want, dtype=np.float64).reshape(self.batch, -1)), axis=1)
+                row_errors[start:start + self.batch] = np.maximum(row_errors[start:start + self.batch], diff)
+        for leftover in (witness_path, input_path):
+            leftover.unlink(missing_ok=True)
+        outputs = [np.concatenate([e[i] for e in expected_all])[:count] for i in range(len(self.out_scales))]
+        return row_errors[:count], outputs
+
+    def measure(self, model: ModelInputs, points: list[np.ndarray], max_error: float | None) -> dict:
+        """Worst error over calibration rows and domain points; fails when the domain is not held."""
+        rows = max(min(len(model.calibration[0]), TOLERANCE_ROWS), self.batch)
+        cal_errors, _ = self.errors([a[:rows] for a in model.calibration])
+        domain_errors, outputs = self.errors(points)
+        step = 2.0 ** -min(self.out_scales)
+        span = max((float(np.ptp(o)) for o in outputs if o.size), default=0.0)
+        limit = max_error if max_error is not None else max(0.01 * span, 16 * step)
+        worst_at = int(np.argmax(domain_errors))
+        worst_domain = float(domain_errors[worst_at])
+        if not worst_domain <= limit:
+            where = ", ".join(f"{spec.name}={np.array2string(p[worst_at].ravel()[:8], precision=4)}"
+                              for spec, p in zip(model.inputs, points))
+            found = ("the circuit cannot run it (a value overflows its lookup range)" if np.isinf(worst_domain)
+                     else f"its outputs differ from ONNX Runtime by {worst_domain:.4g} (limit {limit:.4g})")
+            raise DomainNotHeld(
+                f"the circuit does not hold the input domain ({dom.InputDomain('', model.domain).describe()}): "
+                f"at the domain point {where} {found}; narrow the domain (--input-range / --input-ranges, "
+                f"--domain-margin), raise --domain-max-error, or give more decomposition range (--decomp-legs)")
+        worst = max(float(np.max(cal_errors, initial=0.0)), worst_domain)
+        return {
+            "max_abs_error": worst,
+            # 2x the worst error seen anywhere checked plus one quantization step of the output scale
+            "tolerance": 2 * worst + step,
+            "domain_check": {"points": len(points[0]), "corners": len(points[0]) - 1 - DOMAIN_RANDOM,
+                             "random": DOMAIN_RANDOM,
+                "max_abs_error": worst_domain, "limit": limit, "calibration_rows": rows,
+                "calibration_max_abs_error": float(np.max(cal_errors, initial=0.0))},
+        }
 
 
 def _reuse(out: Path, cache_key: str) -> CircuitPackage | None:

@@ -11,8 +11,11 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
-from circuits.hashing import model_id_of, sha256_file
+from circuits import srs as srs_trust
+from circuits.domain import DomainError, InputDomain
+from circuits.hashing import model_id_from_hashes, sha256_file
 
 MANIFEST = "manifest.json"
 FILES = {
@@ -25,7 +28,7 @@ FILES = {
     "verifier_sol": "Verifier.sol",
     "verifier_artifact": "Verifier.json",
 }
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_id covers vk + settings + SRS; input_domain; SRS status
 
 
 class PackageError(ValueError):
@@ -36,9 +39,12 @@ class PackageError(ValueError):
 class CircuitPackage:
     root: Path
     manifest: dict
+    # sha256 of SRS files the operator trusts as ceremony files (beside the shipped list and
+    # $ZKSERVE_SRS_TRUSTED_SHA256); None: those two only.
+    trusted_srs: frozenset[str] | None = None
 
     @classmethod
-    def load(cls, path: str | Path, check: bool = True) -> "CircuitPackage":
+    def load(cls, path: str | Path, check: bool = True, trusted_srs: Iterable[str] | None = None) -> "CircuitPackage":
         root = Path(path).resolve()
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
@@ -47,27 +53,47 @@ class CircuitPackage:
             manifest = json.loads(manifest_path.read_text())
         except ValueError as error:
             raise PackageError(f"{manifest_path} is not valid JSON: {error}") from None
-        package = cls(root, manifest)
+        if not isinstance(manifest, dict):
+            raise PackageError(f"{manifest_path} is not a circuit package manifest")
+        try:
+            trusted = srs_trust.trusted_hashes(trusted_srs)
+        except srs_trust.SrsConfigError as error:
+            raise PackageError(str(error)) from None
+        package = cls(root, manifest, trusted)
         if check:
             package.check_integrity()
         return package
 
     def check_integrity(self) -> None:
-        """Every file must match its manifest hash, and the key must match `model_id`."""
+        """Every file must match its manifest hash, and model_id must be the hash of the key,
+        the settings and the SRS; the input domain must be readable."""
+        if self.manifest.get("format") != FORMAT_VERSION:
+            raise PackageError(f"circuit package {self.name!r} has format {self.manifest.get('format')!r}, this "
+                               f"zkserve reads format {FORMAT_VERSION}; recompile the model")
+        hashes = {}
         for name, expected in self.manifest.get("files", {}).items():
             path = self.root / name
             if not path.is_file():
                 raise PackageError(f"circuit package {self.name!r}: file {name} is missing from {self.root}")
-            if sha256_file(path) != expected:
+            hashes[name] = sha256_file(path)
+            if hashes[name] != expected:
                 raise PackageError(
                     f"circuit package {self.name!r}: file {name} does not match its sha256 in {MANIFEST} "
                     f"(corrupted or edited after compile; recompile the model)"
                 )
-        missing = set(FILES.values()) - set(self.manifest.get("files", {}))
+        missing = set(FILES.values()) - set(hashes)
         if missing:
             raise PackageError(f"circuit package {self.name!r}: {MANIFEST} lists no hash for {', '.join(sorted(missing))}")
-        if model_id_of(self.vk_path) != self.model_id:
-            raise PackageError(f"circuit package {self.name!r}: vk.key does not hash to model_id {self.model_id}")
+        computed = model_id_from_hashes(hashes[FILES["vk"]], hashes[FILES["settings"]], hashes[FILES["srs"]])
+        if computed != self.model_id:
+            raise PackageError(f"circuit package {self.name!r}: model_id {self.model_id} is not the hash of its "
+                               f"vk.key, settings.json and kzg.srs ({computed})")
+        if self.manifest.get("srs", {}).get("sha256") != hashes[FILES["srs"]]:
+            raise PackageError(f"circuit package {self.name!r}: the SRS entry of {MANIFEST} does not match kzg.srs")
+        try:
+            self.input_domain
+        except (DomainError, KeyError, TypeError, ValueError) as error:
+            raise PackageError(f"circuit package {self.name!r}: bad input_domain in {MANIFEST}: {error}") from None
 
     # --- identity ---------------------------------------------------------------------
     @property
@@ -79,9 +105,25 @@ class CircuitPackage:
         return self.manifest["model_id"]
 
     @property
+    def srs_status(self) -> str:
+        """"dev" (generated locally), "ceremony" (its sha256 is a known ceremony file's) or
+        "unverified" (any other file): decided from the hash on every load, never read from a flag."""
+        entry = self.manifest["srs"]
+        return srs_trust.classify(entry.get("source", ""), entry["sha256"], self.trusted_srs)
+
+    @property
     def insecure(self) -> bool:
-        """True when the SRS was generated locally: whoever made it can forge proofs."""
-        return bool(self.manifest["srs"]["insecure"])
+        """True unless the SRS is a known ceremony file: whoever made it may forge proofs."""
+        return self.srs_status != srs_trust.CEREMONY
+
+    @property
+    def srs_note(self) -> str:
+        return srs_trust.NOTES[self.srs_status]
+
+    @cached_property
+    def input_domain(self) -> InputDomain:
+        """The per-feature box of inputs the circuit is proven accurate on."""
+        return InputDomain.from_manifest(self.manifest)
 
     @property
     def batch_size(self) -> int:
@@ -120,5 +162,7 @@ class CircuitPackage:
         return json.loads(self.path("verifier_artifact").read_text())
 
     def describe(self) -> str:
-        srs = "INSECURE dev SRS" if self.insecure else f"SRS sha256 {self.manifest['srs']['sha256'][:12]}"
+        status = self.srs_status
+        srs = {"dev": "INSECURE dev SRS", "unverified": "INSECURE unverified SRS"}.get(
+            status, f"ceremony SRS sha256 {self.manifest['srs']['sha256'][:12]}")
         return f"{self.name} (model_id {self.model_id[:18]}..., logrows {self.manifest['logrows']}, {srs})"

@@ -18,8 +18,12 @@ def felt_to_uint(hex_felt: str) -> int:
 class Proof:
     model_id: str
     data: dict  # EZKL's proof.json; only `proof` and `instances` are checked by verification
-    rows: int = 1  # real rows in the proof; the rest of the batch is padding
-    meta: dict = field(default_factory=dict)
+    # Real rows in the proof (the rest of the batch is zero padding). The proof does not bind
+    # a number: the prover and `circuits.instances.bind` (run by verify_proof) derive it from
+    # the proven instances; a document's own "rows" is only the writer's claim until then.
+    rows: int = 1
+    meta: dict = field(default_factory=dict)  # never bound by the proof: show it as unproven
+    rows_proven: bool = False  # True once `rows` was derived from the instances
 
     @property
     def proof_bytes(self) -> bytes:
@@ -50,8 +54,10 @@ class Proof:
     def from_json(cls, raw: bytes | str) -> "Proof":
         try:
             document = json.loads(raw)
-            return cls(model_id=document["model_id"], data=document["ezkl"], rows=int(document.get("rows", 1)),
-                       meta=document.get("meta") or {})
+            if not isinstance(document["ezkl"], dict) or not isinstance(document.get("meta") or {}, dict):
+                raise TypeError("ezkl and meta must be objects")
+            return cls(model_id=str(document["model_id"]), data=document["ezkl"],
+                       rows=int(document.get("rows", 1)), meta=document.get("meta") or {})
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"not a zkserve proof document: {error}") from None
 

@@ -10,6 +10,7 @@ from typing import Sequence
 import ezkl
 import numpy as np
 
+from circuits.instances import bind
 from circuits.package import CircuitPackage
 from circuits.proof import Proof
 
@@ -75,20 +76,30 @@ class Prover:
         # leaves no unchecked field for a reader to trust by mistake.
         for unchecked in ("hex_proof", "pretty_public_inputs"):
             data.pop(unchecked, None)
-        return Proof(model_id=self.package.model_id, data=data, rows=rows)
+        # the row count every reader will see is the one the instances prove, not this call's
+        return bind(self.package, Proof(model_id=self.package.model_id, data=data, rows=rows))
 
     def verify(self, proof: Proof) -> bool:
         return verify_proof(self.package, proof)
 
 
 def verify_proof(package: CircuitPackage, proof: Proof) -> bool:
-    """True only if the proof verifies against this package's key; tampering gives False."""
+    """True only if the proof verifies against this package's key; tampering gives False.
+    A proof that verifies is bound to the package: its row count is re-derived from its
+    instances (`instances.bind`), whatever its document said."""
     if proof.model_id != package.model_id:
         return False
     with tempfile.TemporaryDirectory(prefix="zkserve-verify-") as tmp:
         proof_path = Path(tmp) / "proof.json"
         proof_path.write_text(json.dumps(proof.data))
         try:
-            return bool(ezkl.verify(str(proof_path), str(package.settings_path), str(package.vk_path), str(package.srs_path)))
+            valid = bool(ezkl.verify(str(proof_path), str(package.settings_path), str(package.vk_path),
+                                     str(package.srs_path)))
         except (RuntimeError, ValueError, OSError):  # EZKL raises on a bad proof
             return False
+    if valid:
+        try:
+            bind(package, proof)
+        except ValueError:  # instances that do not fit the package's layout
+            return False
+    return valid

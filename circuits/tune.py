@@ -91,6 +91,7 @@ def tune_and_compile(
     on_stage: Callable[[str], None] | None = None,
 ) -> CircuitPackage:
     model = prepare(onnx_path, options, calibration, Stages(None))
+    options = dataclasses.replace(options, batch=model.batch)
     best: dict = {}
     best_trial: Trial | None = None
     trials: list[Trial] = []
@@ -115,7 +116,7 @@ def tune_and_compile(
                            f"closest: {min((t.max_abs_error for t in trials if t.max_abs_error is not None), default=None)}")
     table = {"max_error": max_error, "chosen": best_trial.knobs,
              "trials": [dataclasses.asdict(t) for t in trials]}
-    return compile_model(model.path, name, _apply(options, best_trial.knobs), calibration=calibration,
+    return compile_model(model.source_path, name, _apply(options, best_trial.knobs), calibration=calibration,
                          out_dir=out_dir, on_stage=on_stage, manifest_extra={"tuning": table})
 
 

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from circuits import (CircuitPackage, InputError, PackageError, Proof, Prover, decode_inputs, decode_outputs,
-                      verify_proof)
+                      proven_fields, proven_rows, verify_proof)
 
 from tests.conftest import copy_package
 
@@ -26,7 +26,7 @@ def test_proof_verifies_and_its_outputs_match_onnx_runtime(request, which):
     rows = request.getfixturevalue(f"{which}_rows")[:1]
     assert verify_proof(package, proof)
     proven = decode_outputs(package, proof)[0]
-    assert proven.shape == ort_outputs(package, rows).shape
+    assert proven.shape == ort_outputs(package, rows).shape  # batch 1: the one row
     assert np.max(np.abs(proven - ort_outputs(package, rows))) <= package.tolerance
     assert np.allclose(decode_inputs(package, proof)[0], rows, atol=2.0 ** -package.inputs[0]["scale"])
 
@@ -85,6 +85,50 @@ def test_package_whose_key_does_not_match_model_id_is_refused(mlp_package, tmp_p
         CircuitPackage.load(root)
 
 
+@pytest.mark.parametrize("changed", ["settings.json", "kzg.srs"])
+def test_model_id_covers_settings_and_srs(mlp_package, tmp_path, changed):
+    """model_id hashes vk.key, settings.json and the SRS: a package whose settings or SRS were
+    swapped (and re-hashed in the manifest's file list) no longer matches its model_id."""
+    root = copy_package(mlp_package, tmp_path)
+    path = root / changed
+    if changed == "settings.json":
+        settings = json.loads(path.read_text())
+        settings["run_args"]["input_scale"] += 1
+        path.write_text(json.dumps(settings))
+    else:
+        path.write_bytes(path.read_bytes() + b"\0")
+    manifest = json.loads((root / "manifest.json").read_text())
+    from circuits.hashing import sha256_file
+    manifest["files"][changed] = sha256_file(path)
+    manifest["srs"]["sha256"] = manifest["files"]["kzg.srs"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="model_id"):
+        CircuitPackage.load(root)
+
+
+def test_tampered_rows_and_meta_change_nothing_reported(mlp_batch4_package, mlp_rows, tmp_path):
+    """`rows` and `meta` are not bound by the proof: whatever a document says, a verifier reads
+    the row count from the proven instances, and decoding never looks at the claim."""
+    package = mlp_batch4_package
+    honest = Prover(package).prove(mlp_rows[:2])
+    assert honest.rows == 2
+    document = json.loads(honest.to_json())
+    reports = []
+    for rows, meta in ((2, {}), (4, {"note": "four rows"}), (1, {"rows": 1}), (999, {})):
+        tampered = Proof.from_json(json.dumps(document | {"rows": rows, "meta": meta}))
+        assert tampered.rows == rows and not tampered.rows_proven  # only a claim, until verified
+        assert verify_proof(package, tampered)
+        reports.append((tampered.rows, tampered.rows_proven, tampered.proof_hash,
+                        json.dumps(proven_fields(package, tampered), sort_keys=True),
+                        [a.tolist() for a in decode_outputs(package, tampered)]))
+    assert all(report == reports[0] for report in reports)
+    assert reports[0][:2] == (2, True)
+    fields = proven_fields(package, honest)
+    assert fields["rows"] == 2 and fields["model_id"] == package.model_id and "meta" in fields["unproven"]
+    assert np.allclose(np.asarray(fields["inputs"]["features"])[:2], mlp_rows[:2],
+                       atol=2.0 ** -package.inputs[0]["scale"])
+
+
 def test_bad_inputs_are_refused_before_proving(mlp_prover):
     with pytest.raises(InputError, match="shape"):
         mlp_prover.prove(np.zeros((1, 15)))
@@ -98,7 +142,9 @@ def test_batch_package_proves_padded_partial_batch(mlp_batch4_package, mlp_rows)
     package = mlp_batch4_package
     assert package.batch_size == 4 and package.inputs[0]["shape"] == [4, 16]
     proof = Prover(package).prove(mlp_rows[:3])
-    assert proof.rows == 3 and verify_proof(package, proof)
+    assert proof.rows == 3 and proof.rows_proven and verify_proof(package, proof)
+    assert proven_rows(package, proof) == 3  # read from the proven inputs: the fourth row is zero padding
     proven = decode_outputs(package, proof)[0]
-    assert proven.shape == (3, 2)
-    assert np.max(np.abs(proven - ort_outputs(package, mlp_rows[:3]))) <= package.tolerance
+    assert proven.shape == (4, 2)  # every row of the batch is proven, padding included
+    assert np.max(np.abs(proven[:3] - ort_outputs(package, mlp_rows[:3]))) <= package.tolerance
+    assert np.allclose(decode_inputs(package, proof)[0][3], 0)
