@@ -115,6 +115,7 @@ def verify_command(
     proof_file: Path = typer.Argument(..., exists=True, help="proof JSON (circuits.Proof), or a `zkserve score` job directory"),
     model: Optional[str] = typer.Option(None, "--model", help="model id, package name or package directory"),
     onchain: bool = typer.Option(False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"),
+    input: Optional[Path] = typer.Option(None, "--input", help="a scoring job's input file (required with a job DIR)"),
     config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Verify a proof off chain with the verification key, and optionally with the on-chain verifier;
@@ -122,7 +123,7 @@ def verify_command(
     from serve.verifier.models import check_proof
 
     if proof_file.is_dir():
-        _verify_job(proof_file)
+        _verify_job(proof_file, model, input, config)
     if model is None:
         _fail("--model is required to verify a proof file")
     zk = _config(config)
@@ -152,10 +153,18 @@ def verify_command(
     raise typer.Exit(0 if valid else 1)
 
 
-def _verify_job(directory: Path) -> None:
+def _verify_job(directory: Path, model: str | None, input_path: Path | None, config: Path | None) -> None:
+    """A job is checked against the model and the input the auditor expects, never the job's own word."""
     from serve.scoring import verify_job
 
-    report = verify_job(directory)
+    if model is None or input_path is None:
+        _fail("verifying a scoring job needs --model (model id, package name or directory) and --input (the file "
+              "that was scored)")
+    try:
+        package = _package(model, _config(config)["state_dir"])
+    except (LookupError, PackageError, ValueError) as error:
+        _fail(str(error))
+    report = verify_job(directory, package, input_path)
     console.print(report.describe())
     raise typer.Exit(0 if report.ok else 1)
 

@@ -20,13 +20,13 @@ class SubmitError(RuntimeError):
     """The verifier service could not be reached or refused the job's proofs."""
 
 
-def submit_job(layout: JobLayout, scored: pa.Table, model_id: str, target: str, timeout_s: float = 120.0) -> pa.Table:
-    """Returns `scored` with an `attestation` column, also written to results.parquet."""
+def submit_proofs(layout: JobLayout, proof_ids: list[str], model_id: str, target: str,
+                  timeout_s: float = 120.0) -> dict[str, str]:
+    """Submits each proof (idempotent) and waits for final statuses; proof_id -> status."""
     import grpc  # the verifier client pulls in grpc and the generated stubs; only --submit needs them
 
     from serve.verifier.client import VerifierClient, status_name
 
-    proof_ids = sorted({pid for pid in scored.column("proof_id").to_pylist() if pid})
     statuses: dict[str, str] = {}
     try:
         with VerifierClient(target) as client:
@@ -46,6 +46,13 @@ def submit_job(layout: JobLayout, scored: pa.Table, model_id: str, target: str, 
     except (grpc.RpcError, TimeoutError) as error:
         detail = error.details() if isinstance(error, grpc.RpcError) else str(error)
         raise SubmitError(f"verifier at {target}: {detail}; the scored rows are kept, re-run with --submit to retry") from None
+    return statuses
+
+
+def submit_job(layout: JobLayout, scored: pa.Table, model_id: str, target: str, timeout_s: float = 120.0) -> pa.Table:
+    """Returns `scored` with an `attestation` column, also written to results.parquet."""
+    proof_ids = sorted({pid for pid in scored.column("proof_id").to_pylist() if pid})
+    statuses = submit_proofs(layout, proof_ids, model_id, target, timeout_s)
     column = pa.array([statuses.get(pid) for pid in scored.column("proof_id").to_pylist()], pa.string())
     if "attestation" in scored.column_names:
         scored = scored.drop_columns(["attestation"])

@@ -1,4 +1,9 @@
-"""Reading the rows to score from .npy, .csv or Parquet, keeping every bad row's number.
+"""Reading the rows to score from .npy, .csv or Parquet in bounded chunks, keeping every bad
+row's number.
+
+Nothing here holds the whole file: .npy is memory-mapped and sliced, CSV is parsed record
+by record (converted to floats a chunk at a time), Parquet is read batch by batch. The
+driver's memory therefore depends on the chunk size, never on the file's row count.
 
 A row that cannot be scored (wrong width, NaN or infinite values, a cell that is not a
 number) becomes a RowError with its row number; it never stops the rows around it.
@@ -9,12 +14,14 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 SUFFIXES = (".npy", ".csv", ".parquet", ".pq")
+CHUNK_ROWS = 8192  # rows per chunk; part of a sampled job's plan, so fixed, not a tuning knob
 
 
 class InputFileError(ValueError):
@@ -30,50 +37,99 @@ class RowError:
 
 
 @dataclass
-class InputRows:
+class InputChunk:
+    """Consecutive data rows `first_row .. first_row + total - 1` of the file."""
+
+    index: int
+    first_row: int
     row_ids: np.ndarray  # int64, the rows that passed the checks, in file order
     values: np.ndarray  # float64, shape [len(row_ids), *row_shape]
+    errors: list[RowError] = field(default_factory=list)
+    total: int = 0  # data rows in the chunk, good and bad
+    lines: np.ndarray | None = None  # CSV line of each good row
+
+
+@dataclass
+class InputRows:
+    row_ids: np.ndarray
+    values: np.ndarray
     errors: list[RowError]
-    total: int  # data rows in the file, good and bad
+    total: int
 
 
-def read_rows(path: Path, row_shape: list[int]) -> InputRows:
+def iter_chunks(path: Path, row_shape: list[int], chunk_rows: int = CHUNK_ROWS) -> Iterator[InputChunk]:
+    """The file's rows, `chunk_rows` data rows per chunk (the last may be shorter)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _check_rows(_npy_rows(path), row_shape)
-    if suffix == ".csv":
-        return _check_rows(_csv_rows(path), row_shape)
-    if suffix in (".parquet", ".pq"):
-        return _check_rows(_parquet_rows(path), row_shape)
-    raise InputFileError(f"input {path.name}: unknown format {suffix!r}; use one of {', '.join(SUFFIXES)}")
+        blocks = _npy_blocks(path, chunk_rows)
+    elif suffix == ".csv":
+        blocks = _csv_blocks(path, chunk_rows)
+    elif suffix in (".parquet", ".pq"):
+        blocks = _parquet_blocks(path, chunk_rows)
+    else:
+        raise InputFileError(f"input {path.name}: unknown format {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    first = 0
+    for index, (lines, block) in enumerate(blocks):
+        chunk = _check_block(index, first, lines, block, row_shape)
+        first += chunk.total
+        yield chunk
 
 
-# Each reader yields (row_id, line or None, values or an error reason).
-def _npy_rows(path: Path):
+def read_rows(path: Path, row_shape: list[int]) -> InputRows:
+    """The whole file at once: for small files and tests only."""
+    chunks = list(iter_chunks(path, row_shape))
+    if not chunks:
+        return InputRows(np.zeros(0, np.int64), np.zeros((0, *row_shape)), [], 0)
+    return InputRows(np.concatenate([c.row_ids for c in chunks]), np.concatenate([c.values for c in chunks]),
+                     [e for c in chunks for e in c.errors], sum(c.total for c in chunks))
+
+
+# A block is (line numbers or None, rows): rows are either one float array [n, width] when
+# every row converted cleanly, or a list whose items are a 1-d array or an error reason.
+Block = tuple[list[int] | None, "np.ndarray | list[np.ndarray | str]"]
+
+
+def _npy_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
         raise InputFileError(f"input {path.name} is not a readable .npy array: {error}") from None
     if array.ndim == 0:
         raise InputFileError(f"input {path.name} holds a scalar, not rows")
-    for row_id, row in enumerate(array):
-        yield row_id, None, row
+    if not np.issubdtype(array.dtype, np.number):
+        raise InputFileError(f"input {path.name} holds {array.dtype} values, not numbers")
+    for start in range(0, len(array), chunk_rows):
+        part = np.asarray(array[start:start + chunk_rows], dtype=np.float64)
+        yield None, part.reshape(len(part), -1)
 
 
-def _csv_rows(path: Path):
+def _csv_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
-        row_id = 0
+        records: list[list[str]] = []
+        lines: list[int] = []
         for record in reader:
             if not record or all(not cell.strip() for cell in record):
                 continue  # blank lines are not rows
             if reader.line_num == 1 and _is_header(record):
                 continue
-            yield row_id, reader.line_num, _parse_cells(record)
-            row_id += 1
+            records.append(record)
+            lines.append(reader.line_num)
+            if len(records) == chunk_rows:
+                yield lines, _convert(records)
+                records, lines = [], []
+        if records:
+            yield lines, _convert(records)
+
+
+def _convert(records: list[list[str]]) -> np.ndarray | list[np.ndarray | str]:
+    try:  # the common case, all rows numeric and of one width: numpy parses the chunk at once
+        return np.array(records, dtype=np.float64)
+    except ValueError:
+        return [_parse_cells(record) for record in records]
 
 
 def _is_header(record: list[str]) -> bool:
@@ -98,23 +154,36 @@ def _parse_cells(record: list[str]) -> np.ndarray | str:
     return np.asarray(values)
 
 
-def _parquet_rows(path: Path):
+def _parquet_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a bad file
         raise InputFileError(f"input {path.name} is not a readable Parquet file: {error}") from None
-    columns = [name for name in table.column_names if name not in ("row_id", "id")]
+    columns = [name for name in parquet.schema_arrow.names if name not in ("row_id", "id")]
     if not columns:
         raise InputFileError(f"input {path.name} has no feature columns")
-    data = {name: table.column(name).to_pylist() for name in columns}
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
+            yield None, _parquet_batch(batch, columns)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputFileError(f"input {path.name} is not a readable Parquet file: {error}") from None
+
+
+def _parquet_batch(batch, columns: list[str]) -> np.ndarray | list[np.ndarray | str]:
     if len(columns) == 1:  # one list column holds each row's features
-        for row_id, cell in enumerate(data[columns[0]]):
-            yield row_id, None, _parquet_cell(cell)
-        return
-    for row_id in range(table.num_rows):  # one scalar column per feature
-        yield row_id, None, _parquet_cell([data[name][row_id] for name in columns])
+        cells = batch.column(0).to_pylist()
+        return [_parquet_cell(cell) for cell in cells]
+    if all(batch.column(i).null_count == 0 for i in range(len(columns))):
+        try:
+            return np.column_stack([batch.column(i).to_numpy(zero_copy_only=False).astype(np.float64)
+                                    for i in range(len(columns))])
+        except (TypeError, ValueError):
+            pass
+    data = [batch.column(i).to_pylist() for i in range(len(columns))]
+    return [_parquet_cell([column[row] for column in data]) for row in range(batch.num_rows)]
 
 
 def _parquet_cell(cell) -> np.ndarray | str:
@@ -126,19 +195,29 @@ def _parquet_cell(cell) -> np.ndarray | str:
         return "a cell is missing (null) or not a number"
 
 
-def _check_rows(rows, row_shape: list[int]) -> InputRows:
+def _check_block(index: int, first: int, lines: list[int] | None, block, row_shape: list[int]) -> InputChunk:
     width = math.prod(row_shape)
-    good_ids, good_values, errors, total = [], [], [], 0
-    for row_id, line, values in rows:
-        total += 1
+    count = len(block)
+    if isinstance(block, np.ndarray) and block.ndim == 2 and block.shape[1] == width:
+        finite = np.isfinite(block).all(axis=1)
+        good = np.flatnonzero(finite)
+        errors = [RowError(first + int(i), "holds NaN or infinite values", lines[i] if lines else None)
+                  for i in np.flatnonzero(~finite)]
+        return InputChunk(index, first, (first + good).astype(np.int64), block[good].reshape(len(good), *row_shape),
+                          errors, count, np.asarray(lines)[good] if lines else None)
+    if isinstance(block, np.ndarray):  # uniform but of the wrong width
+        block = list(block)
+    good_ids, good_values, errors = [], [], []
+    for offset, values in enumerate(block):
         reason = values if isinstance(values, str) else _problem(values, width)
         if reason:
-            errors.append(RowError(row_id, reason, line))
+            errors.append(RowError(first + offset, reason, lines[offset] if lines else None))
             continue
-        good_ids.append(row_id)
+        good_ids.append(first + offset)
         good_values.append(np.asarray(values, dtype=np.float64).reshape(row_shape))
     values = np.stack(good_values) if good_values else np.zeros((0, *row_shape))
-    return InputRows(np.asarray(good_ids, dtype=np.int64), values, errors, total)
+    good_lines = np.asarray([lines[i - first] for i in good_ids], dtype=np.int64) if lines else None
+    return InputChunk(index, first, np.asarray(good_ids, dtype=np.int64), values, errors, count, good_lines)
 
 
 def _problem(values: np.ndarray, width: int) -> str | None:

@@ -34,11 +34,30 @@ class JobLayout:
     def errors(self) -> Path:
         return self.root / "errors.csv"
 
+    @property
+    def rows(self) -> Path:
+        return self.root / "rows"  # a sampled job's inferred rows, one file per input chunk
+
+    @property
+    def inferred(self) -> Path:
+        return self.rows / "complete.json"  # written once every input chunk is inferred
+
+    @property
+    def commitment(self) -> Path:
+        return self.root / "commitment.json"  # the Merkle root of all rows, and the sample seed
+
+    @property
+    def attestations(self) -> Path:
+        return self.root / "attestations.json"  # a sampled job's proof statuses from --submit
+
+    def rows_chunk(self, index: int) -> Path:
+        return self.rows / f"rows-{index:06d}.parquet"
+
     def proof_path(self, proof_id: str) -> Path:
         return self.proofs / f"{proof_id}.json"
 
     def create(self) -> None:
-        for folder in (self.root, self.chunks, self.proofs):
+        for folder in (self.root, self.chunks, self.proofs, self.rows):
             folder.mkdir(parents=True, exist_ok=True)
 
 

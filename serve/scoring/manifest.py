@@ -26,6 +26,8 @@ class JobManifest:
     input_sha256: str
     proof_batch: int
     attest: bool
+    sample: float | None = None  # fraction proven of an audit-sampled job; None proves every row
+    seed: str | None = None  # a sampled job's stated seed
 
     def compared(self) -> dict:
         return {key: value for key, value in asdict(self).items() if key != "input_path"}

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from circuits import CircuitPackage, Proof, decode_outputs, verify_proof
+from circuits.hashing import sha256_file
 from serve.scoring.layout import JobLayout
 from serve.scoring.model import resolve_package
 
@@ -28,6 +29,10 @@ class JobReport:
     proofs: int = 0
     proofs_verified: int = 0
     errors_listed: int = 0
+    model_id: str = ""
+    srs: str = ""
+    input_checked: bool = False
+    sampled: dict | None = None  # a sampled job: root recomputed, sample re-derived
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -40,11 +45,19 @@ class JobReport:
     def describe(self) -> str:
         verdict = "OK" if self.ok else f"FAILED ({len(self.problems)} problem(s))"
         lines = [f"{self.directory}: {verdict}: {self.rows} rows, {self.proofs_verified}/{self.proofs} proofs verified, "
-                 f"{self.errors_listed} rows in errors.csv"]
+                 f"{self.errors_listed} rows in errors.csv",
+                 f"  model {self.model_id}; SRS: {self.srs}; input file "
+                 + ("re-hashed and checked row by row" if self.input_checked else "NOT checked (give --input)")]
+        if self.sampled:
+            lines.append(f"  audit sample: {self.sampled['sample_size']} of {self.sampled['leaves']} rows, seed from "
+                         f"{self.sampled['seed_source']}, Merkle root {self.sampled['root']}")
         return "\n".join(lines + [f"  - {problem}" for problem in self.problems[:50]])
 
 
-def verify_job(directory: str | Path, package: CircuitPackage | None = None) -> JobReport:
+def verify_job(directory: str | Path, package: CircuitPackage | None = None,
+               input_path: str | Path | None = None) -> JobReport:
+    """`package`: the model the auditor expects (default: the job's own); `input_path`: the
+    input file, re-hashed and compared with every row's committed or proven input."""
     layout = JobLayout(Path(directory).resolve())
     report = JobReport(str(layout.root))
     for required in (layout.manifest, layout.results, layout.errors):
@@ -57,12 +70,42 @@ def verify_job(directory: str | Path, package: CircuitPackage | None = None) -> 
     if package.model_id != manifest["model_id"]:
         report.problems.append(f"package {package.root} has model_id {package.model_id}, the job used {manifest['model_id']}")
         return report
+    report.model_id = package.model_id
+    report.srs = "INSECURE dev SRS (whoever made it can forge proofs)" if package.insecure else \
+        f"sha256 {package.manifest['srs'].get('sha256', '?')}"
+    if input_path is not None:
+        report.input_checked = True
+        if sha256_file(Path(input_path)) != manifest["input_sha256"]:
+            report.problems.append(f"input file {input_path} is not the file the job scored (sha256 differs)")
+    if layout.commitment.is_file():
+        from serve.scoring.audit import check_sampled
+
+        check_sampled(layout, package, manifest, report, input_path)
+        return report
     results = pq.read_table(layout.results).to_pylist()
     report.rows = len(results)
     _check_accounting(layout, results, report)
     if manifest.get("attest", True):
         _check_proofs(layout, package, results, report)
+    if input_path is not None and manifest.get("attest", True):
+        _check_proven_inputs(layout, package, results, Path(input_path), report)
     return report
+
+
+def _check_proven_inputs(layout: JobLayout, package: CircuitPackage, results: list[dict], input_path: Path,
+                         report: JobReport) -> None:
+    """Every row's proven (quantized) input equals its row of the input file, within one quantum."""
+    from serve.scoring.audit import proven_input_problems
+    from serve.scoring.inputs import iter_chunks
+    from serve.scoring.model import row_shape
+
+    wanted = {row["row_id"]: row for row in results}
+    rows: dict[int, np.ndarray] = {}
+    for chunk in iter_chunks(input_path, row_shape(package)):
+        for index, row_id in enumerate(chunk.row_ids):
+            if int(row_id) in wanted:
+                rows[int(row_id)] = chunk.values[index]
+    report.problems += proven_input_problems(layout, package, results, rows)
 
 
 def _job_package(manifest: dict) -> CircuitPackage:

@@ -177,9 +177,30 @@ def test_verify_job_catches_a_changed_output(scoring_job, tmp_path):
     pq.write_table(table, copy / "results.parquet")
     report = verify_job(copy)
     assert not report.ok and any("differs from its proof" in problem for problem in report.problems)
-    # the auditor's command says the same, by exit code
-    assert run_cli("verify", str(copy)).returncode == 1
-    assert run_cli("verify", str(scoring_job["output"])).returncode == 0
+    # the auditor's command says the same, by exit code, given the expected model and input file
+    package = ensure_demo_packages(["demo-mlp"], CompileOptions(batch=PROOF_BATCH))["demo-mlp"]
+    expected = ["--model", str(package.root), "--input", str(scoring_job["input"])]
+    assert run_cli("verify", str(copy), *expected).returncode == 1
+    verified = run_cli("verify", str(scoring_job["output"]), *expected)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    shown = verified.stdout + verified.stderr
+    assert package.model_id in shown and "SRS" in shown
+    missing = run_cli("verify", str(scoring_job["output"]))
+    assert missing.returncode != 0 and "--model" in missing.stdout + missing.stderr
+
+
+def test_verify_catches_an_input_line_changed_after_scoring(scoring_job, tmp_path):
+    package = ensure_demo_packages(["demo-mlp"], CompileOptions(batch=PROOF_BATCH))["demo-mlp"]
+    lines = scoring_job["input"].read_text().splitlines()
+    cells = lines[11].split(",")  # data row 10 (line 1 is the header)
+    cells[0] = repr(float(cells[0]) + 0.25)
+    lines[11] = ",".join(cells)
+    changed = tmp_path / "portfolio.csv"
+    changed.write_text("\n".join(lines) + "\n")
+    report = verify_job(scoring_job["output"], package, changed)
+    assert any("sha256 differs" in p for p in report.problems)
+    assert any(p.startswith("row 10: the input file's row differs from the proven input") for p in report.problems)
+    assert verify_job(scoring_job["output"], package, scoring_job["input"]).ok
 
 
 def test_rerun_with_other_arguments_is_refused(scoring_job, tmp_path):
