@@ -13,7 +13,7 @@ TRITON_VENV := .venv-triton
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test stubs clean bench chromium
+.PHONY: setup demo test lint stubs clean bench chromium
 
 setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated $(TRITON_VENV)/.installed
 
@@ -52,7 +52,10 @@ chromium:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
 	  || echo "chromium not installed (needs root and apt-get): the audit browser test will skip"; }
 
-test: setup chromium
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: setup chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

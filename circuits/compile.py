@@ -22,7 +22,7 @@ from circuits import package as pkg
 from circuits.evm import build_verifier
 from circuits.hashing import model_id_of, sha256_file
 from circuits.package import CircuitPackage, PackageError
-from circuits.paths import state_dir
+from circuits.paths import state_paths
 from circuits.prover import write_input_json
 from circuits.solidity import solc_version
 from circuits.srs import SrsSource
@@ -265,7 +265,7 @@ def upgrade_if_needed(path: Path) -> tuple[Path, dict | None]:
     except Exception as error:  # noqa: BLE001 - the converter raises bare RuntimeErrors per op
         raise CompileError(f"ONNX Runtime cannot run {path.name} at opset {opset} ({reason}) and onnx's version "
                            f"converter could not upgrade it to opset {UPGRADE_OPSET}: {error}") from None
-    target = state_dir() / "upgraded" / f"{sha256_file(path)[:16]}-opset{UPGRADE_OPSET}.onnx"
+    target = state_paths().root / "upgraded" / f"{sha256_file(path)[:16]}-opset{UPGRADE_OPSET}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     onnx.save(upgraded, str(partial))
@@ -313,7 +313,7 @@ def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stage
     stages.run("circuit", lambda: ezkl.compile_circuit(onnx_file, str(paths["compiled"]), settings_file))
     settings = json.loads(paths["settings"].read_text())
     logrows = settings["run_args"]["logrows"]
-    srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_dir() / "srs", paths["srs"]))
+    srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_paths().srs, paths["srs"]))
     stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
     checker = AccuracyCheck(model.path, paths["compiled"], options.batch, settings, work)
     tolerance = stages.run("tolerance", lambda: checker.measure(model, points, options.domain_max_error))
@@ -334,7 +334,7 @@ def compile_model(
     model = prepare(onnx_path, options, calibration, stages)
     options = replace(options, batch=model.batch)
     cache_key = _cache_key(model.source_path, model.calibration_token, options)
-    out = Path(out_dir) if out_dir else state_dir() / "circuits" / f"{name}-{cache_key[:12]}"
+    out = Path(out_dir) if out_dir else state_paths().circuits / f"{name}-{cache_key[:12]}"
     cached = _reuse(out, cache_key)
     if cached is not None:
         return cached

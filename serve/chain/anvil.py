@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from circuits.solidity import node_modules
+from serve.lifecycle import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ class AnvilProcess:
             "--state", str(self.state_file), "--state-interval", str(self.state_interval_s),
         ]
         with open(self.log_file, "ab") as log_stream:
-            self._process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # SIGTERM (anvil then dumps its state) when the process that started it dies, even by SIGKILL
+            self._process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             preexec_fn=die_with_parent())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from circuits.paths import StatePaths
 from serve.chain.anvil import AnvilProcess, rpc_chain_id
 from serve.chain.client import ChainClient, ChainError
 from serve.chain.keys import load_signer
@@ -47,7 +48,7 @@ def connect(zkserve_config: dict, start_anvil: bool = True) -> ChainConnection:
     signer = load_signer(chain_config, local_chain=local)  # before anvil starts: it takes the key out of the env
     anvil = None
     if local and rpc_chain_id(url) is None and start_anvil:
-        state_file = Path(zkserve_config["state_dir"]) / "chain" / "anvil-state.json"
+        state_file = StatePaths(Path(zkserve_config["state_dir"])).anvil_state
         anvil = AnvilProcess(state_file, chain_config["anvil_host"], int(chain_config["anvil_port"]),
                              int(chain_config["chain_id"])).start()
     client = ChainClient(url, signer)

@@ -70,14 +70,20 @@ def verifier_command(
                                           help="allow binding beyond loopback with verifier.auth_enabled false"),
 ) -> None:
     """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
+    from serve.lifecycle import check_ports_free
     from serve.security import InsecureBind, KeyStoreError, install_log_redaction
     from serve.security.tls import TlsConfigError
+    from serve.settings import load_settings
+    from serve.stack import verifier_port_claims
     from serve.verifier.server import run_verifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     try:
-        run_verifier(load_config(config), package, insecure_no_auth)
+        settings = load_settings(config)
+        settings.export()  # packages compiled for this state directory are the ones it knows
+        check_ports_free(verifier_port_claims(settings))  # fail fast; never adopt someone else's service
+        run_verifier(settings.document(), package, insecure_no_auth)
     except (ChainError, SigningKeyError, ConfigError, OSError, InsecureBind, KeyStoreError, TlsConfigError) as error:
         _fail(str(error))
 

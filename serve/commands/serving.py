@@ -14,66 +14,166 @@ import numpy as np
 import typer
 
 from serve.commands.progress import console
-from serve.config import ConfigError, load_config
+from serve.settings import ConfigError, Settings, load_settings
 
-def _document(config: Optional[Path]) -> dict:
+# `up` stops within this budget on SIGTERM/SIGINT: Serve gets SERVE_STOP_S to drain, then Ray
+# and the verifier (which stops its anvil) are shut down in parallel.
+SERVE_STOP_S = 2.0
+VERIFIER_STOP_S = 5.0
+
+
+def _settings(config: Optional[Path]) -> Settings:
     try:
-        return load_config(config)
+        return load_settings(config)
     except ConfigError as error:
         console.print(f"[red]config:[/red] {error}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
-def _address(document: dict, address: Optional[str]) -> str:
-    ingress = document["zkserve"]["ingress"]
-    return address or f"{ingress['host']}:{ingress['port']}"
+def _address(settings: Settings, address: Optional[str]) -> str:
+    return address or settings.ingress_target
 
 
-def up_command(config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML config file")) -> None:
-    """Start Ray (local, or $RAY_ADDRESS), deploy the app, and stay up until Ctrl-C."""
-    import ray
+class Stopping(Exception):
+    """SIGTERM or SIGINT arrived while `up` was still starting."""
+
+
+def ingress_port_claims(settings: Settings) -> list:
+    from serve.lifecycle import PortClaim
+
+    ingress = settings.ingress
+    return [PortClaim("ingress.port", ingress.host, ingress.port),
+            PortClaim("ingress.http_port", ingress.host, ingress.http_port)]
+
+
+def _stop_serve_bounded(timeout_s: float) -> None:
+    """serve.shutdown() waits up to 30 s per replica for graceful shutdown; give it a bounded
+    time in a side thread, after which ray.shutdown() ends what is left."""
     from ray import serve
 
-    from serve.app import start
-    from serve.commands.progress import stage_progress
+    worker = threading.Thread(target=serve.shutdown, name="serve-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
 
-    document = _document(config)
-    zk = document["zkserve"]
-    verifier = None
-    if zk["verifier"]["enabled"]:
-        # before the app, so the provers' first submissions find it listening
-        from serve.app.models import resolve_models
-        from serve.stack import start_attestation
 
-        packages = [spec.load_package() for spec in resolve_models(list(zk["serving"]["models"])).values()]
-        verifier = start_attestation(document, packages)
-    ray.init(include_dashboard=False, log_to_driver=False)  # honours RAY_ADDRESS
+def up_command(
+    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's and EZKL's logs on the terminal"),
+) -> None:
+    """Start Ray (local, or $RAY_ADDRESS), deploy the app, and stay up until Ctrl-C or SIGTERM."""
+    from serve.lifecycle import PortInUse, check_ports_free, route_logs
+    from serve.stack import verifier_port_claims
+
+    settings = _settings(config)
+    paths = settings.paths.ensure()
+    settings.export()  # the compile cache, the verifier and Ray's workers all use this state directory
+    route_logs(paths.logs, verbose)
+    joined_cluster = bool(os.environ.get("RAY_ADDRESS"))
+    claims = [] if joined_cluster else ingress_port_claims(settings)
+    if settings.verifier.enabled:
+        claims += verifier_port_claims(settings)
     try:
-        with stage_progress("deploying zkserve (compiles demo models on first run)") as on_stage:
-            on_stage("deploy")
-            start(document)
-        console.print(f"gRPC ingress  {_address(document, None)}  "
-                      "(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health)")
-        if verifier is not None:
-            from serve.security import redact_url
+        check_ports_free(claims)  # before anything heavy starts
+    except PortInUse as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
 
-            chain = redact_url(zk["chain"]["rpc_url"]) or f"anvil at {zk['chain']['anvil_host']}:{zk['chain']['anvil_port']}"
-            console.print(f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain}; "
-                          f"metrics :{zk['verifier']['metrics_port']}/metrics)")
-        console.print(f"state         {document['zkserve']['state_dir']}")
-        console.print("Ctrl-C stops")
-        stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):  # Ray replaces the default SIGINT handling
-            signal.signal(signum, lambda *_: stop.set())
+    starting = True
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stop.set()
+        if starting:
+            raise Stopping(signal.Signals(signum).name)
+
+    def handle_signals() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+
+    handle_signals()
+    verifier = None
+    ray_started = False
+    console.print(f"starting zkserve ({', '.join(settings.serving.models)}; demo models compile on first run) ...")
+    try:
+        verifier = _start_verifier(settings)
+        ray_started = _start_app(settings, paths, verbose, joined_cluster, on_ray_started=handle_signals)
+        starting = False
+        _announce(settings, verifier)
         while not stop.wait(1.0):
             pass
-        console.print("stopping")
+    except Stopping:
+        pass
+    except PortInUse as error:  # raced: taken between the check and the bind
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
     finally:
-        if not os.environ.get("RAY_ADDRESS"):  # a cluster we joined keeps its app
-            serve.shutdown()
+        starting = False
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _shut_down(verifier, ray_started, joined_cluster)
+
+
+def _start_verifier(settings: Settings):
+    if not settings.verifier.enabled:
+        return None
+    # before the app, so the provers' first submissions find it listening
+    from serve.app.models import resolve_models
+    from serve.stack import start_attestation
+
+    packages = [spec.load_package() for spec in resolve_models(list(settings.serving.models)).values()]
+    return start_attestation(settings, packages)
+
+
+def _start_app(settings: Settings, paths, verbose: bool, joined_cluster: bool, on_ray_started) -> bool:
+    import logging
+
+    import ray
+
+    from serve.app import start
+    from serve.lifecycle import quiet_ray
+
+    if not verbose:
+        quiet_ray(paths.logs)
+    context = ray.init(include_dashboard=False, log_to_driver=verbose,  # honours RAY_ADDRESS
+                       logging_level=logging.INFO if verbose else logging.WARNING)
+    on_ray_started()  # Ray's core worker installs its own SIGTERM handler (a stack dump); ours comes back
+    session_logs = Path(context.address_info.get("session_dir", "")) / "logs"
+    link = paths.ray_logs
+    if session_logs.is_dir() and not joined_cluster:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(session_logs, target_is_directory=True)  # Ray's own logs, found from the state dir
+    start(settings.document())
+    return True
+
+
+def _announce(settings: Settings, verifier) -> None:
+    """Only what is served."""
+    console.print(f"gRPC ingress  {settings.ingress_target}  "
+                  "(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health)")
+    if verifier is not None:
+        from serve.security import redact_url
+
+        chain = redact_url(settings.chain.rpc_url) or f"anvil at {settings.chain.anvil_host}:{settings.chain.anvil_port}"
+        metrics = settings.verifier.metrics_port
+        console.print(f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain}"
+                      + (f"; metrics {settings.verifier.host}:{metrics}/metrics)" if metrics else ")"))
+    console.print(f"state         {settings.paths.root}  (logs in {settings.paths.logs})")
+    console.print("Ctrl-C stops")
+
+
+def _shut_down(verifier, ray_started: bool, joined_cluster: bool) -> None:
+    """Bounded: the verifier is told first and stops beside Ray; each wait has a limit."""
+    if verifier is not None:
+        verifier.terminate()
+    if ray_started:
+        import ray
+
+        if not joined_cluster:  # a cluster we joined keeps its app
+            _stop_serve_bounded(SERVE_STOP_S)
         ray.shutdown()
-        if verifier is not None:
-            verifier.stop()
+    if verifier is not None:
+        verifier.stop(VERIFIER_STOP_S)
 
 
 def _read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
@@ -100,7 +200,7 @@ def predict_command(
 
     if attest is not None and attest not in ("none", "async", "sync"):
         raise typer.BadParameter("--attest must be none, async or sync")
-    stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(_address(_document(config), address)))
+    stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(_address(_settings(config), address)))
     try:
         metadata = stub.ModelMetadata(oip.ModelMetadataRequest(name=model), timeout=30)
         inputs = _read_inputs(input, [t.name for t in metadata.inputs])
@@ -126,7 +226,7 @@ def status_command(
     from zkserve.v1 import attestation_pb2 as pb
     from zkserve.v1 import attestation_pb2_grpc as pb_grpc
 
-    target = _address(_document(config), address)
+    target = _address(_settings(config), address)
     try:
         models = pb_grpc.AttestationStub(grpc.insecure_channel(target)).ListModels(pb.ListModelsRequest(), timeout=30).models
     except grpc.RpcError as error:

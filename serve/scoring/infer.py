@@ -18,7 +18,7 @@ import ray
 from serve.files import write_atomically
 from serve.scoring.chunks import table_bytes
 from serve.scoring.commitment import input_digest, row_leaf
-from serve.scoring.inputs import InputChunk, RowError, iter_chunks
+from serve.scoring.inputs import RowError, iter_chunks
 from serve.scoring.layout import JobLayout
 from serve.scoring.shipping import PackageSource
 

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from circuits.paths import StatePaths
 from serve.chain.connect import ChainConnection, connect
 from serve.chain.registry import Registry
 from serve.security import Guard, keys_path, require_safe_bind, tls
@@ -32,7 +33,7 @@ SERVICE_NAME = verifier_pb2.DESCRIPTOR.services_by_name["Verifier"].full_name
 
 
 def outbox_path(state_dir: str | Path) -> Path:
-    return Path(state_dir) / "verifier" / "outbox.sqlite"
+    return StatePaths(Path(state_dir)).outbox
 
 
 def verifier_guard(zk: dict) -> Guard:
