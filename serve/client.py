@@ -1,50 +1,46 @@
-"""Client side of the Open Inference Protocol as zkserve speaks it: requests with an
-`attest` parameter, and responses whose `zk_proof` BYTES tensor carries the proof."""
+"""Client side of the Open Inference Protocol as zkserve speaks it: requests with an `attest`
+parameter, and responses whose `zk_proof` BYTES tensor carries the proof. Built on the same
+adapters as the server (``serve.protocol``), so every datatype works both ways."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from inference import grpc_service_pb2 as oip
+from inference import grpc_service_pb2 as oip_pb
 
-PROOF_TENSOR = "zk_proof"
+from serve.protocol import oip
+from serve.protocol.types import PROOF_TENSOR, AttestMode, InferRequest, Tensor
 
-
-def infer_request(model: str, inputs: dict[str, np.ndarray], attest: str | None = None) -> oip.ModelInferRequest:
-    """FP32 tensors sent as raw contents, as stock Triton clients do."""
-    request = oip.ModelInferRequest(model_name=model)
-    for name, array in inputs.items():
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        request.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
-        request.raw_input_contents.append(array.tobytes())
-    if attest is not None:
-        request.parameters["attest"].string_param = attest
-    return request
+__all__ = ["PROOF_TENSOR", "Prediction", "infer_request", "output_array", "parameters", "proof_bytes"]
 
 
-def output_array(response: oip.ModelInferResponse, name: str) -> np.ndarray:
-    for index, tensor in enumerate(response.outputs):
+def infer_request(model: str, inputs: dict[str, np.ndarray], attest: str | None = None,
+                  raw: bool = True) -> oip_pb.ModelInferRequest:
+    """Tensors of the arrays' own datatypes, sent as raw contents (as stock Triton clients do)."""
+    tensors = tuple(Tensor.of(name, np.ascontiguousarray(a)) for name, a in inputs.items())
+    request = InferRequest(model=model, inputs=tensors,
+                           attest=AttestMode.parse(attest) if attest is not None else None)
+    return oip.encode_request(request, raw=raw)
+
+
+def output_array(response: oip_pb.ModelInferResponse, name: str) -> np.ndarray:
+    for tensor in oip.decode_response(response).outputs:
         if tensor.name == name:
-            if response.raw_output_contents:
-                return np.frombuffer(response.raw_output_contents[index], dtype=np.float32).reshape(tensor.shape)
-            return np.asarray(tensor.contents.fp32_contents, dtype=np.float32).reshape(tensor.shape)
+            return tensor.data
     raise KeyError(name)
 
 
-def proof_bytes(response: oip.ModelInferResponse) -> bytes:
-    """The single element of the BYTES tensor `zk_proof` (raw form: 4-byte length prefix)."""
-    for index, tensor in enumerate(response.outputs):
-        if tensor.name == PROOF_TENSOR:
-            if response.raw_output_contents:
-                raw = response.raw_output_contents[index]
-                return raw[4:4 + int.from_bytes(raw[:4], "little")]
-            return tensor.contents.bytes_contents[0]
-    raise KeyError(PROOF_TENSOR)
+def proof_bytes(response: oip_pb.ModelInferResponse) -> bytes:
+    """The single element of the BYTES tensor `zk_proof`."""
+    proof = oip.proof_of(oip.decode_response(response))
+    if proof is None:
+        raise KeyError(PROOF_TENSOR)
+    return proof
 
 
-def parameters(response: oip.ModelInferResponse) -> dict:
-    return {key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in response.parameters.items()}
+def parameters(response: oip_pb.ModelInferResponse) -> dict:
+    return oip.parameters_of(response.parameters)
 
 
 @dataclass
@@ -54,7 +50,7 @@ class Prediction:
     proof: bytes | None  # the zkserve proof JSON, when attest=sync
 
     @classmethod
-    def from_response(cls, response: oip.ModelInferResponse) -> "Prediction":
-        names = [t.name for t in response.outputs if t.name != PROOF_TENSOR]
-        proof = proof_bytes(response) if any(t.name == PROOF_TENSOR for t in response.outputs) else None
-        return cls({name: output_array(response, name) for name in names}, parameters(response), proof)
+    def from_response(cls, response: oip_pb.ModelInferResponse) -> "Prediction":
+        decoded = oip.decode_response(response)
+        outputs = {t.name: t.data for t in decoded.outputs if t.name != PROOF_TENSOR}
+        return cls(outputs, dict(decoded.parameters), oip.proof_of(decoded))

@@ -91,7 +91,7 @@ class IngressSettings(ExposedSettings):
     port: int = _port("gRPC port of the ingress (Open Inference Protocol and zkserve.v1).", 9000)
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3,
                                    description="Largest request accepted; bigger ones get RESOURCE_EXHAUSTED.")
-    http_port: int = _port("Port of Ray Serve's HTTP proxy, which starts beside the gRPC one.", 8000)
+    http_port: int = _port("Port of the KServe v2 REST (Open Inference Protocol over HTTP) endpoint, same host.", 8000)
 
 
 class ServingSettings(Section):
@@ -114,6 +114,8 @@ class ServingSettings(Section):
     ort_threads: int | None = Field(1, ge=1, le=1024,
                                     description="ONNX Runtime intra-op threads per predictor; null: ORT's default.")
     proof_batching: ProofBatching = Field(ProofBatching.PER_REQUEST, description="How requests map to proofs.")
+    max_queued_proofs: int = Field(1024, ge=1, le=10**7, description="Unfinished proofs the app holds; attested "
+                                                                 "requests past this get RESOURCE_EXHAUSTED.")
     submit_proofs: bool = Field(True, description="Send every proof to the verifier service (anchor mode).")
 
     @field_validator("models", mode="before")

@@ -1,33 +1,31 @@
 """Builds the Ray Serve application from the config document and starts it.
 
 The document is Ray Serve's own config schema plus the ``zkserve`` section
-(``serve.config.load_config``). From Ray's part this reads ``http_options``,
-``grpc_options.grpc_servicer_functions`` (added to ours) and, of the first application,
-``deployments`` (per-deployment options such as ``num_replicas`` or ``autoscaling_config``,
-matched by deployment name).
+(``serve.config.load_config``). From Ray's part this reads ``http_options`` and, of the first
+application, ``deployments`` (per-deployment options such as
+``num_replicas`` or ``autoscaling_config``, matched by deployment name).
+
+Shape: one Ingress (it serves gRPC and REST itself, no proxy; runs ONNX Runtime in process
+on CPU nodes and owns the proof service), one Prover per model, and with a GPU one Predictor per
+model holding it.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ray import serve
-from ray.serve.config import gRPCOptions
 from ray.serve.handle import DeploymentHandle
 
+from serve.app.direct import serve_env
 from serve.app.ingress import Ingress
 from serve.app.models import ModelSpec, resolve_models
 from serve.app.predictor import Predictor
-from serve.app.proof_store import ProofStore
 from serve.app.prover import Prover
+from serve.protocol.types import AttestMode
 
 APP_NAME = "zkserve"
-INGRESS_SERVICERS = [
-    "inference.grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server",
-    "zkserve.v1.attestation_pb2_grpc.add_AttestationServicer_to_server",
-    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
-]
-# Ray Serve's HTTP proxy always starts beside the gRPC one; nothing is served over it.
 DEFAULT_HTTP_PORT = 8000
 
 
@@ -35,7 +33,12 @@ def deployment_name(kind: str, model: str = "") -> str:
     return f"{kind}-{model}" if model else kind
 
 
-def _prover_options(serving: dict, spec: ModelSpec) -> dict:
+def _env(zkserve: dict) -> dict[str, str]:
+    ingress = zkserve["ingress"]
+    return serve_env(int(ingress["max_request_bytes"]))
+
+
+def _prover_options(serving: dict, spec: ModelSpec, env: dict[str, str]) -> dict:
     """replicas x RAYON_NUM_THREADS = the cores given to proving; autoscale on queue length."""
     replicas = max(1, int(serving["prover_replicas"]))
     cores = int(serving.get("prover_cores") or os.cpu_count() or 1)
@@ -43,26 +46,26 @@ def _prover_options(serving: dict, spec: ModelSpec) -> dict:
     shared = serving["proof_batching"] == "shared" and spec.circuit_batch_size > 1
     return {
         "name": deployment_name("Prover", spec.name),
-        "max_ongoing_requests": 2 * spec.circuit_batch_size if shared else 1,
+        # one proving, one waiting in the replica: the next proof starts the moment one ends
+        "max_ongoing_requests": 2 * spec.circuit_batch_size if shared else 2,
         "autoscaling_config": {
             "min_replicas": 1, "initial_replicas": 1, "max_replicas": replicas,
-            "target_ongoing_requests": spec.circuit_batch_size if shared else 1,
+            "target_ongoing_requests": spec.circuit_batch_size if shared else 2,
             "upscale_delay_s": 2, "downscale_delay_s": 60,
         },
         "ray_actor_options": {
             # Logical CPUs: a fraction, so N replicas fit beside each other on small hosts;
-            # the real core split is RAYON_NUM_THREADS.
+            # the real core split is RAYON_NUM_THREADS (and niceness / affinity, see prover.py).
             "num_cpus": float(serving.get("prover_num_cpus", 0.5)),
-            "runtime_env": {"env_vars": {"RAYON_NUM_THREADS": str(threads)}},
+            "runtime_env": {"env_vars": env | {"RAYON_NUM_THREADS": str(threads)}},
         },
     }
 
 
-def _predictor_options(serving: dict, spec: ModelSpec, gpus_visible: bool) -> dict:
-    options = {"name": deployment_name("Predictor", spec.name), "max_ongoing_requests": 4 * int(serving["max_batch_size"])}
-    if gpus_visible and float(serving["num_gpus"]) > 0:
-        options["ray_actor_options"] = {"num_cpus": 0, "num_gpus": float(serving["num_gpus"])}
-    return options
+def _predictor_options(serving: dict, spec: ModelSpec, env: dict[str, str]) -> dict:
+    return {"name": deployment_name("Predictor", spec.name), "max_ongoing_requests": 4 * int(serving["max_batch_size"]),
+            "ray_actor_options": {"num_cpus": 0, "num_gpus": float(serving["num_gpus"]),
+                                  "runtime_env": {"env_vars": env}}}
 
 
 def _apply_overrides(deployment, options: dict, overrides: dict[str, dict]):
@@ -71,29 +74,43 @@ def _apply_overrides(deployment, options: dict, overrides: dict[str, dict]):
 
 
 def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visible: bool = False):
-    """The bound application: one Predictor and one Prover per model, a ProofStore, an Ingress."""
+    """The bound application."""
     overrides = overrides or {}
     serving, ingress = zkserve["serving"], zkserve["ingress"]
-    if serving["default_attest"] not in ("none", "async", "sync"):
-        raise ValueError(f"zkserve.serving.default_attest must be none, async or sync, not {serving['default_attest']!r}")
+    AttestMode.parse(serving["default_attest"])  # a typo fails here, naming the choices
     if serving["proof_batching"] not in ("per_request", "shared"):
-        raise ValueError(f"zkserve.serving.proof_batching must be per_request or shared, not {serving['proof_batching']!r}")
+        raise ValueError("zkserve.serving.proof_batching must be per_request or shared, "
+                         f"not {serving['proof_batching']!r}")
+    env = _env(zkserve)
     specs = resolve_models(list(serving["models"]))
-    store = _apply_overrides(ProofStore, {"name": "ProofStore"}, overrides).bind(
-        os.path.join(zkserve["state_dir"], "proofs"))
-    predictors = {
-        name: _apply_overrides(Predictor, _predictor_options(serving, spec, gpus_visible), overrides).bind(
-            spec, int(serving["max_batch_size"]), float(serving["batch_wait_timeout_s"]), serving.get("ort_threads"))
+    predictors = None
+    if gpus_visible and float(serving["num_gpus"]) > 0:
+        predictors = {
+            name: _apply_overrides(Predictor, _predictor_options(serving, spec, env), overrides).bind(
+                spec, int(serving["max_batch_size"]), serving.get("ort_threads"))
+            for name, spec in specs.items()
+        }
+    provers = {
+        name: _apply_overrides(Prover, _prover_options(serving, spec, env), overrides).bind(
+            spec, serving["proof_batching"], float(serving.get("proof_batch_wait_timeout_s", 0.05)),
+            serving.get("prover_cores"))
         for name, spec in specs.items()
     }
     verifier = f"{zkserve['verifier']['host']}:{zkserve['verifier']['port']}" if serving["submit_proofs"] else None
-    provers = {
-        name: _apply_overrides(Prover, _prover_options(serving, spec), overrides).bind(
-            spec, store, serving["proof_batching"], float(serving.get("proof_batch_wait_timeout_s", 0.05)), verifier)
-        for name, spec in specs.items()
+    settings = {
+        "host": ingress["host"], "port": int(ingress["port"]),
+        "http_port": int(ingress.get("http_port", DEFAULT_HTTP_PORT)),
+        "max_request_bytes": ingress["max_request_bytes"],
+        "default_attest": str(AttestMode.parse(serving["default_attest"])),
+        "max_batch_size": serving["max_batch_size"], "ort_threads": serving.get("ort_threads"),
+        "max_queued_proofs": serving.get("max_queued_proofs", 1024),
+        "proofs_dir": str(Path(zkserve["state_dir"]) / "proofs"), "verifier_target": verifier,
+        # jobs in flight per model = what its prover replicas take at once (max_ongoing x replicas)
+        "proofs_in_flight": {name: _prover_options(serving, spec, env)["max_ongoing_requests"]
+                             * max(1, int(serving["prover_replicas"])) for name, spec in specs.items()},
     }
-    settings = {"default_attest": serving["default_attest"], "max_request_bytes": ingress["max_request_bytes"]}
-    return _apply_overrides(Ingress, {"name": "Ingress"}, overrides).bind(specs, predictors, provers, store, settings)
+    ingress_options = {"name": "Ingress", "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}}}
+    return _apply_overrides(Ingress, ingress_options, overrides).bind(specs, predictors, provers, settings)
 
 
 def app_builder(args: dict):
@@ -101,13 +118,6 @@ def app_builder(args: dict):
     from serve.config import load_config
 
     return build_app(load_config(args.get("config"))["zkserve"])
-
-
-def grpc_options(document: dict) -> gRPCOptions:
-    zkserve = document["zkserve"]
-    extra = (document.get("grpc_options") or {}).get("grpc_servicer_functions") or []
-    return gRPCOptions(port=int(zkserve["ingress"]["port"]),
-                       grpc_servicer_functions=INGRESS_SERVICERS + [f for f in extra if f not in INGRESS_SERVICERS])
 
 
 def http_options(document: dict) -> dict:
@@ -125,10 +135,12 @@ def deployment_overrides(document: dict) -> dict[str, dict]:
 
 
 def start(document: dict) -> DeploymentHandle:
-    """Starts Serve (gRPC proxy with our services) and deploys the app; Ray must be initialised."""
+    """Starts Serve with direct ingress and deploys the app; Ray must be initialised."""
     import ray
 
     gpus_visible = ray.cluster_resources().get("GPU", 0) > 0
     app = build_app(document["zkserve"], deployment_overrides(document), gpus_visible)
-    serve.start(grpc_options=grpc_options(document), http_options=http_options(document))
+    # No Ray proxy: the ingress replica serves gRPC and REST itself (serve.app.direct).
+    serve.start(http_options=http_options(document), proxy_location="Disabled",
+                controller_options={"runtime_env": {"env_vars": _env(document["zkserve"])}})
     return serve.run(app, name=APP_NAME, route_prefix="/")

@@ -1,34 +1,51 @@
-"""Ingress deployment: the gRPC face of the app, behind Ray Serve's gRPC proxy.
+"""Ingress deployment: the app's front door. Its replica serves gRPC and REST itself on the
+configured host and ports (``serve.app.direct``): no proxy, no hop before this process.
 
-Serves ``inference.GRPCInferenceService`` (Open Inference Protocol), ``zkserve.v1.Attestation``
-and ``grpc.health.v1.Health``. Ray routes a gRPC call to the method with the RPC's name, so
-method names must be unique across the three services.
+gRPC: ``inference.GRPCInferenceService`` (Open Inference Protocol), ``zkserve.v1.Attestation`` and
+``grpc.health.v1.Health`` (one servicer: method names are unique across the three).
+HTTP: KServe v2 REST (``/v2/...``). Each call: auth (the marked call site),
+then a protocol adapter (``serve.protocol``), then the data plane. Failures map through
+``serve.errors``; anything else is INTERNAL / 500 with an incident id, never a trace.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import inspect
 import logging
+import re
+import uuid
 from importlib import metadata
 
-import numpy as np
 from grpc_health.v1 import health_pb2
+from inference import grpc_service_pb2 as oip_pb
 from ray import serve
-from ray.serve.handle import DeploymentHandle
-
-from inference import grpc_service_pb2 as oip
-from serve.app import metrics, tensors
-from serve.app.errors import grpc_method, invalid, not_found, too_large, unavailable
-from serve.app.jobs import DONE, FINISHED, ProofJob, new_proof_id
-from serve.app.models import ModelSpec
-from serve.app.records import proof_record_message, tensor_message
 from zkserve.v1 import attestation_pb2 as pb
 
+from serve.app import metrics
+from serve.app.cpu import INGRESS_NICENESS, set_niceness
+from serve.app.dataplane import DataPlane
+from serve.app.direct import (
+    keep_replica_servers_local,
+    start_grpc_server,
+    start_rest_server,
+)
+from serve.app.inference import BatchedModel
+from serve.app.models import ModelSpec
+from serve.app.proofs import ProofService
+from serve.errors import (
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    ServeError,
+    code_name,
+    grpc_code,
+    http_status,
+)
+from serve.protocol import native, oip, rest
+from serve.protocol.types import PROOF_TENSOR, AttestMode, Limits, ProofStatus
+
 logger = logging.getLogger("ray.serve")
-ATTEST_MODES = ("none", "async", "sync")
-ATTEST_OF_ENUM = {pb.ATTEST_MODE_NONE: "none", pb.ATTEST_MODE_ASYNC: "async", pb.ATTEST_MODE_SYNC: "sync"}
-PROOF_TENSOR = "zk_proof"
-SUBMIT_RETRIES = 2  # a prover replica that dies mid-proof gets the job again
 SERVED_SERVICES = ("", "inference.GRPCInferenceService", "zkserve.v1.Attestation")
 
 
@@ -39,111 +56,193 @@ def _version() -> str:
         return "0.1.0"
 
 
+def _incident(method: str) -> str:
+    incident = uuid.uuid4().hex[:12]
+    logger.exception("%s failed (incident %s)", method, incident)
+    return f"internal error in {method} (incident {incident}; see the server log)"
+
+
+def _model_of(request) -> str:
+    for field in ("model_name", "model", "name"):
+        value = getattr(request, field, None)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def grpc_method(response_type, open_to_all: bool = False):
+    """Wraps a unary or server-streaming gRPC method: no exception escapes (errors set the status
+    through ``grpc_context``) and every call is counted with its real status code."""
+
+    def decorate(method):
+        name = method.__name__
+
+        def fail(self, grpc_context, error: BaseException) -> None:
+            if isinstance(error, ServeError):
+                grpc_context.set_code(grpc_code(error))
+                grpc_context.set_details(error.message)
+            else:
+                grpc_context.set_code(grpc_code(error))
+                grpc_context.set_details(_incident(name))
+
+        def count(request, error: BaseException | None) -> None:
+            metrics.requests().inc(tags={"protocol": "grpc", "method": name, "model": _model_of(request),
+                                         "code": code_name(error)})
+
+        if inspect.isasyncgenfunction(method):
+
+            @functools.wraps(method)
+            async def streaming(self, request, grpc_context):
+                error = None
+                try:
+                    if not open_to_all:
+                        self.admit(grpc_context, name)
+                    async for message in method(self, request, grpc_context):
+                        yield message
+                except Exception as raised:  # noqa: BLE001 - turned into a status
+                    error = raised
+                    fail(self, grpc_context, raised)
+                finally:
+                    count(request, error)
+
+            return streaming
+
+        @functools.wraps(method)
+        async def unary(self, request, grpc_context):
+            try:
+                if not open_to_all:
+                    self.admit(grpc_context, name)
+                response = await method(self, request, grpc_context)
+            except Exception as error:  # noqa: BLE001 - turned into a status
+                fail(self, grpc_context, error)
+                count(request, error)
+                return response_type()
+            count(request, None)
+            return response
+
+        return unary
+
+    return decorate
+
+
+# KServe v2 REST routes: (method, pattern) -> handler name
+ROUTES = [
+    ("GET", re.compile(r"^/v2/health/live$"), "rest_live"),
+    ("GET", re.compile(r"^/v2/health/ready$"), "rest_ready"),
+    ("GET", re.compile(r"^/v2/?$"), "rest_server_metadata"),
+    ("GET", re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/ready$"), "rest_model_ready"),
+    ("GET", re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$"), "rest_model_metadata"),
+    ("POST", re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$"), "rest_infer"),
+    ("GET", re.compile(r"^/v2/proofs/(?P<proof_id>[^/]+)$"), "rest_proof"),
+]
+OPEN_ROUTES = {"rest_live", "rest_ready"}
+
+
 @serve.deployment(max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
 class Ingress:
-    async def __init__(self, specs: dict[str, ModelSpec], predictors: dict[str, DeploymentHandle],
-                       provers: dict[str, DeploymentHandle], store: DeploymentHandle, settings: dict):
+    async def __init__(self, specs: dict[str, ModelSpec], predictors: dict | None, provers: dict, settings: dict):
+        keep_replica_servers_local()
+        set_niceness(INGRESS_NICENESS)  # before the ORT and gRPC threads exist: they inherit it
         self.specs = specs
-        self.predictors = predictors
-        self.provers = provers
-        self.store = store
-        self.default_attest = settings["default_attest"]
-        self.max_request_bytes = int(settings["max_request_bytes"])
-        self._background: set[asyncio.Task] = set()
-        self._providers: dict[str, list[str]] = {}
-        self._spawn(self._requeue_unfinished())
+        self.limits = Limits(max_bytes=int(settings["max_request_bytes"]))
+        if predictors:  # a GPU: the Predictor deployment holds it
+            self._providers = None
+            infer = {name: handle.predict.remote for name, handle in predictors.items()}
+            self._predictors = predictors
+        else:  # CPU: ONNX Runtime in this process, no hop
+            self.models = {name: BatchedModel(spec.onnx_path, use_gpu=False, threads=settings.get("ort_threads"),
+                                              max_batch_size=int(settings["max_batch_size"]),
+                                              observe=metrics.inference_observer({"model": name}))
+                           for name, spec in specs.items()}
+            self._providers = {name: model.providers() for name, model in self.models.items()}
+            infer = {name: model.predict for name, model in self.models.items()}
+        self.proofs = ProofService(settings["proofs_dir"], specs, provers, int(settings["max_queued_proofs"]),
+                                   settings.get("verifier_target"), settings.get("proofs_in_flight"))
+        self.plane = DataPlane(specs, infer, self.proofs, AttestMode(settings["default_attest"]))
+        await self.proofs.requeue_unfinished()
+        self._grpc = await start_grpc_server(self, settings["host"], int(settings["port"]), self.limits.max_bytes)
+        self._rest = await start_rest_server(self.handle_rest, settings["host"], int(settings["http_port"]))
 
-    # === inference.GRPCInferenceService =================================================
-    @grpc_method(oip.ServerLiveResponse)
+    async def __del__(self):
+        """Ray Serve calls this on a graceful stop: finish calls in flight (briefly), free the ports."""
+        if getattr(self, "_rest", None) is not None:
+            self._rest.should_exit = True
+        if getattr(self, "_grpc", None) is not None:
+            await self._grpc.stop(2)
+        if getattr(self, "proofs", None) is not None:
+            self.proofs.close()
+    # === auth ======================================================================================
+    def admit(self, context, method: str) -> None:
+        """Where authentication and quotas go, once per call before any adapter (health stays open).
+
+        AUTH CALL SITE: the lead wires serve.security here at merge:
+            principal = self.guard.authenticate(metadata, method); self.guard.admit(principal, method)
+        ``context`` is the gRPC context (``invocation_metadata()``) or the HTTP request (``headers``).
+        """
+
+    # === inference.GRPCInferenceService ============================================================
+    @grpc_method(oip_pb.ServerLiveResponse, open_to_all=True)
     async def ServerLive(self, request, grpc_context):
-        return oip.ServerLiveResponse(live=True)
+        return oip_pb.ServerLiveResponse(live=True)
 
-    @grpc_method(oip.ServerReadyResponse)
+    @grpc_method(oip_pb.ServerReadyResponse, open_to_all=True)
     async def ServerReady(self, request, grpc_context):
-        return oip.ServerReadyResponse(ready=True)  # Ray routes here only once every deployment is up
+        return oip_pb.ServerReadyResponse(ready=True)  # this replica serves only once the app is up
 
-    @grpc_method(oip.ModelReadyResponse)
+    @grpc_method(oip_pb.ModelReadyResponse)
     async def ModelReady(self, request, grpc_context):
-        return oip.ModelReadyResponse(ready=request.name in self.specs)
+        return oip_pb.ModelReadyResponse(ready=request.name in self.specs)
 
-    @grpc_method(oip.ServerMetadataResponse)
+    @grpc_method(oip_pb.ServerMetadataResponse)
     async def ServerMetadata(self, request, grpc_context):
-        return oip.ServerMetadataResponse(name="zkserve", version=_version(), extensions=["zkserve_attestation"])
+        return oip_pb.ServerMetadataResponse(**self._server_metadata())
 
-    @grpc_method(oip.ModelMetadataResponse)
+    @grpc_method(oip_pb.ModelMetadataResponse)
     async def ModelMetadata(self, request, grpc_context):
-        spec = self._spec(request.name, request.version)
-        response = oip.ModelMetadataResponse(name=spec.name, versions=["1"], platform="onnxruntime_onnx")
-        for tensor in spec.inputs:
-            response.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=[-1, *tensor.row_shape])
-        for tensor in spec.outputs:
-            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[-1, *tensor.row_shape])
-        response.outputs.add(name=PROOF_TENSOR, datatype="BYTES", shape=[1])
+        document = self._model_metadata(request.name, request.version)
+        response = oip_pb.ModelMetadataResponse(name=document["name"], versions=document["versions"],
+                                                platform=document["platform"])
+        for key in ("inputs", "outputs"):
+            for tensor in document[key]:
+                getattr(response, key).add(**tensor)
         return response
 
-    @grpc_method(oip.ModelInferResponse)
+    @grpc_method(oip_pb.ModelInferResponse)
     async def ModelInfer(self, request, grpc_context):
-        self._check_size(request)
-        spec = self._spec(request.model_name, request.model_version)
-        attest = self._attest_parameter(request)
-        inputs = tensors.decode_inputs(spec, request)
-        wanted = [o.name for o in request.outputs]
-        known = {t.name for t in spec.outputs} | {PROOF_TENSOR}
-        if unknown := [name for name in wanted if name not in known]:
-            raise invalid(f"model {spec.name} has no output named {', '.join(map(repr, unknown))}; outputs: {', '.join(sorted(known))}")
-        outputs, proof_id, record = await self._predict(spec, inputs, attest)
+        response, _ = await self.plane.infer(oip.decode_request(request, self.limits))
+        return oip.encode_response(response)
 
-        raw = bool(request.raw_input_contents)
-        response = oip.ModelInferResponse(model_name=spec.name, model_version="1", id=request.id)
-        response.parameters["model_id"].string_param = spec.model_id
-        for tensor in spec.outputs:
-            if not wanted or tensor.name in wanted:
-                tensors.add_output(response, tensor.name, outputs[tensor.name], raw)
-        if proof_id:
-            response.parameters["proof_id"].string_param = proof_id
-            response.parameters["proof_status"].string_param = record["status"] if record else "queued"
-        if record and record["status"] == DONE:
-            response.parameters["proof_hash"].string_param = record["proof_hash"]
-            response.parameters["proven_outputs_match"].bool_param = bool(record["proven_outputs_match"])
-            if not wanted or PROOF_TENSOR in wanted:
-                tensors.add_bytes_output(response, PROOF_TENSOR, [record["proof"]], raw)
-        elif record:
-            response.parameters["proof_error"].string_param = record.get("error", "")
-        metrics.requests().inc(tags={"method": "ModelInfer", "model": spec.name, "code": "OK"})
-        return response
-
-    # === zkserve.v1.Attestation =========================================================
+    # === zkserve.v1.Attestation ====================================================================
     @grpc_method(pb.PredictResponse)
     async def Predict(self, request, grpc_context):
-        self._check_size(request)
-        spec = self._spec(request.model)
-        attest = ATTEST_OF_ENUM.get(request.attest, self.default_attest)
-        inputs = self._native_inputs(spec, request)
-        outputs, proof_id, record = await self._predict(spec, inputs, attest)
-        response = pb.PredictResponse(model=spec.name, model_id=spec.model_id, proof_id=proof_id)
-        response.outputs.extend(tensor_message(t.name, outputs[t.name]) for t in spec.outputs)
-        if record:
-            response.proof.CopyFrom(proof_record_message(record))
-        metrics.requests().inc(tags={"method": "Predict", "model": spec.name, "code": "OK"})
-        return response
+        response, record = await self.plane.infer(native.decode_predict(request, self.limits))
+        spec = self.specs[response.model]
+        outputs = [native.encode_tensor(t) for t in response.outputs if t.name != PROOF_TENSOR]
+        message = pb.PredictResponse(model=spec.name, model_id=spec.model_id, outputs=outputs)
+        if record is not None:
+            message.proof_id = record.proof_id
+            message.proof.CopyFrom(native.encode_record(record))
+        return message
 
     @grpc_method(pb.ProofRecord)
     async def GetProof(self, request, grpc_context):
-        return proof_record_message(await self._record(request.proof_id))
+        return native.encode_record(self.plane.proof(request.proof_id))
 
     @grpc_method(pb.ProofRecord)
     async def WatchProof(self, request, grpc_context):
-        record = await self._record(request.proof_id)
-        yield proof_record_message(record)
-        while record["status"] not in FINISHED:
-            changed = await self.store.wait_change.remote(record["proof_id"], record["status"])
-            if changed["status"] != record["status"]:
-                yield proof_record_message(changed)
+        record = self.plane.proof(request.proof_id)
+        yield native.encode_record(record)
+        while not record.status.finished:
+            changed = await self.proofs.wait_change(record.proof_id, record.status)
+            if changed is None:
+                return
+            if changed.status is not record.status:
+                yield native.encode_record(changed)
             record = changed
 
     @grpc_method(pb.ListModelsResponse)
     async def ListModels(self, request, grpc_context):
-        counts = await self.store.counts.remote()
+        counts = self.proofs.counts()
         response = pb.ListModelsResponse()
         for spec in self.specs.values():
             done = counts.get(spec.name, {})
@@ -160,113 +259,117 @@ class Ingress:
                 info.outputs.add(name=tensor.name, shape=[-1, *tensor.row_shape], datatype=tensor.datatype)
         return response
 
-    # === grpc.health.v1.Health ==========================================================
-    @grpc_method(health_pb2.HealthCheckResponse)
+    # === grpc.health.v1.Health =====================================================================
+    @grpc_method(health_pb2.HealthCheckResponse, open_to_all=True)
     async def Check(self, request, grpc_context):
         if request.service not in SERVED_SERVICES:
-            raise not_found(f"unknown service {request.service!r}")
+            raise NotFound(f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
-    @grpc_method(health_pb2.HealthCheckResponse)
+    @grpc_method(health_pb2.HealthListResponse, open_to_all=True)
+    async def List(self, request, grpc_context):
+        response = health_pb2.HealthListResponse()
+        for service in SERVED_SERVICES:
+            response.statuses[service].status = health_pb2.HealthCheckResponse.SERVING
+        return response
+
+    @grpc_method(health_pb2.HealthCheckResponse, open_to_all=True)
     async def Watch(self, request, grpc_context):
-        # One answer then the end of the stream: Ray's proxy holds a replica slot for an open
-        # stream, and this replica is SERVING for as long as Ray routes to it.
-        yield await self.Check(request, grpc_context)
+        # One answer, then the end of the stream: this replica is SERVING while Ray routes to it.
+        if request.service not in SERVED_SERVICES:
+            raise NotFound(f"unknown service {request.service!r}")
+        yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
-    # === the work =======================================================================
-    async def _predict(self, spec: ModelSpec, inputs: dict[str, np.ndarray], attest: str):
-        """ONNX Runtime outputs, and for attested calls the proof id and (sync) its record."""
-        rows = len(next(iter(inputs.values())))
-        if attest != "none" and rows > spec.circuit_batch_size:
-            raise invalid(f"attested requests to {spec.name} carry at most {spec.circuit_batch_size} row(s) "
-                          f"(the circuit's batch size), got {rows}; split the request or use attest=none")
-        outputs = await self.predictors[spec.name].predict.remote(inputs)
-        if attest == "none":
-            return outputs, "", None
-        job = ProofJob(new_proof_id(), spec.name, inputs, outputs)
-        await self.store.create.remote(job.proof_id, spec.name, spec.model_id, rows, job.to_bytes())
-        if attest == "sync":
-            return outputs, job.proof_id, await self._prove(job)
-        self._spawn(self._prove(job))
-        return outputs, job.proof_id, None
+    # === KServe v2 REST ============================================================================
+    async def handle_rest(self, request):
+        from starlette.responses import JSONResponse
 
-    async def _prove(self, job: ProofJob) -> dict:
-        """The finished record; a prover that keeps dying marks the proof FAILED, never lost."""
-        for attempt in range(SUBMIT_RETRIES + 1):
-            try:
-                return await self.provers[job.model].prove.remote(job)
-            except Exception as error:  # noqa: BLE001 - replica death, not the proof itself
-                logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt + 1, error)
-        metrics.proofs_failed().inc(tags={"model": job.model})
-        return await self.store.fail.remote(job.proof_id, "no prover replica could take the job; send the request again")
-
-    async def _requeue_unfinished(self) -> None:
+        path, verb = request.url.path, request.method
+        handler, params = None, {}
+        for method, pattern, name in ROUTES:
+            match = pattern.match(path)
+            if match and method == verb:
+                handler, params = name, {k: v for k, v in match.groupdict().items() if v is not None}
+                break
+        if handler is None:
+            allowed = any(pattern.match(path) for _, pattern, _ in ROUTES)
+            return JSONResponse({"error": f"{verb} {path} is not a KServe v2 endpoint here"},
+                                status_code=405 if allowed else 404)
+        error = None
         try:
-            jobs = await self.store.claim_unfinished.remote()
-        except Exception:  # noqa: BLE001 - logged; the proofs stay QUEUED on disk
-            logger.exception("could not read unfinished proofs from the store")
-            return
-        for proof_id, model, data in jobs:
-            if model in self.provers:
-                self._spawn(self._prove(ProofJob.from_bytes(proof_id, model, data)))
-            else:
-                await self.store.fail.remote(proof_id, f"model {model} is no longer served")
-        if jobs:
-            logger.info("requeued %d unfinished proof(s)", len(jobs))
+            if handler not in OPEN_ROUTES:
+                self.admit(request, handler)
+            status, body = 200, await getattr(self, handler)(request, **params)
+        except Exception as raised:  # noqa: BLE001 - mapped to a status and a JSON error
+            error = raised
+            message = raised.message if isinstance(raised, ServeError) else _incident(handler)
+            status, body = http_status(raised), {"error": message}
+        metrics.requests().inc(tags={"protocol": "rest", "method": handler, "model": params.get("model", ""),
+                                     "code": code_name(error)})
+        return JSONResponse(body, status_code=status)
 
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)  # keep a reference until it finishes
-        task.add_done_callback(self._background.discard)
+    async def rest_live(self, request) -> dict:
+        return {"live": True}
 
-    # === request checks =================================================================
-    def _check_size(self, request) -> None:
-        size = request.ByteSize()
-        if size > self.max_request_bytes:
-            raise too_large(f"request is {size} bytes; the limit is {self.max_request_bytes} "
-                            f"(zkserve.ingress.max_request_bytes): send fewer rows per request")
+    async def rest_ready(self, request) -> dict:
+        return {"ready": True}
 
-    def _spec(self, name: str, version: str = "") -> ModelSpec:
-        spec = self.specs.get(name)
-        if spec is None:
-            raise not_found(f"model {name!r} is not served here; models: {', '.join(sorted(self.specs))}")
-        if version not in ("", "1"):
-            raise not_found(f"model {name} has only version 1, not {version!r}")
-        return spec
+    async def rest_server_metadata(self, request) -> dict:
+        return self._server_metadata()
 
-    def _attest_parameter(self, request) -> str:
-        if "attest" not in request.parameters:
-            return self.default_attest
-        parameter = request.parameters["attest"]
-        kind = parameter.WhichOneof("parameter_choice")
-        if kind != "string_param":
-            raise invalid(f"request parameter 'attest' must be a string_param (none, async or sync), not {kind or 'empty'}")
-        value = parameter.string_param.strip().lower()
-        if value not in ATTEST_MODES:
-            raise invalid(f"request parameter 'attest' must be none, async or sync, not {parameter.string_param!r}")
-        return value
+    async def rest_model_ready(self, request, model: str, version: str = "") -> dict:
+        self.plane.spec(model, version)
+        return {"name": model, "ready": True}
 
-    def _native_inputs(self, spec: ModelSpec, request: pb.PredictRequest) -> dict[str, np.ndarray]:
-        """zkserve.v1 tensors, checked with the same rules as the OIP path."""
-        converted = oip.ModelInferRequest(model_name=spec.name)
-        for tensor in request.inputs:
-            target = next((t for t in spec.inputs if t.name == tensor.name), None)
-            item = converted.inputs.add(name=tensor.name, datatype=target.datatype if target else "FP32", shape=tensor.shape)
-            item.contents.fp32_contents.extend(tensor.values)
-        return tensors.decode_inputs(spec, converted)
+    async def rest_model_metadata(self, request, model: str, version: str = "") -> dict:
+        return self._model_metadata(model, version)
 
-    async def _record(self, proof_id: str) -> dict:
-        if not proof_id:
-            raise invalid("proof_id is empty")
-        record = await self.store.get.remote(proof_id)
-        if record is None:
-            raise not_found(f"no proof with id {proof_id!r}")
-        return record
+    async def rest_infer(self, request, model: str, version: str = "") -> dict:
+        body = await self._read_body(request)
+        response, _ = await self.plane.infer(rest.decode_request(body, model, version, self.limits))
+        return rest.encode_response(response)
+
+    async def rest_proof(self, request, proof_id: str) -> dict:
+        record = self.plane.proof(proof_id)
+        document = record.to_dict()
+        if record.status is ProofStatus.DONE:
+            document["proof"] = record.proof.decode()
+        return document
+
+    async def _read_body(self, request) -> bytes:
+        """The body, refused (413) as soon as it passes max_request_bytes, before it is all read."""
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidArgument("Content-Length is not a number")
+            self.limits.check_bytes(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise PayloadTooLarge(f"request body is over {self.limits.max_bytes} bytes "
+                                      f"(zkserve.ingress.max_request_bytes): send fewer rows per request")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # === shared by both protocols ==================================================================
+    def _server_metadata(self) -> dict:
+        return {"name": "zkserve", "version": _version(), "extensions": ["zkserve_attestation"]}
+
+    def _model_metadata(self, name: str, version: str = "") -> dict:
+        spec = self.plane.spec(name, version)
+        tensors = lambda specs: [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.row_shape]} for t in specs]  # noqa: E731
+        return {"name": spec.name, "versions": ["1"], "platform": "onnxruntime_onnx", "inputs": tensors(spec.inputs),
+                "outputs": tensors(spec.outputs) + [{"name": PROOF_TENSOR, "datatype": "BYTES", "shape": [1]}]}
 
     async def _providers_of(self, model: str) -> list[str]:
+        if self._providers is None:
+            self._providers = {}
         if model not in self._providers:
             try:
-                self._providers[model] = await self.predictors[model].providers.remote()
+                self._providers[model] = await self._predictors[model].providers.remote()
             except Exception as error:  # noqa: BLE001
-                raise unavailable(f"predictor of {model} is not reachable: {type(error).__name__}") from None
+                from serve.errors import Unavailable
+
+                raise Unavailable(f"predictor of {model} is not reachable: {type(error).__name__}") from None
         return self._providers[model]

@@ -15,8 +15,8 @@ BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 @cache
 def requests() -> metrics.Counter:
-    return metrics.Counter("zkserve_requests", "gRPC requests by method, model and outcome",
-                           tag_keys=("method", "model", "code"))
+    return metrics.Counter("zkserve_requests", "requests by protocol, method, model and status code (serve.errors)",
+                           tag_keys=("protocol", "method", "model", "code"))
 
 
 @cache
@@ -33,7 +33,8 @@ def inference_latency() -> metrics.Histogram:
 
 @cache
 def proof_queue_depth() -> metrics.Gauge:
-    return metrics.Gauge("zkserve_proof_queue_depth", "proofs queued or proving", tag_keys=("model",))
+    return metrics.Gauge("zkserve_proof_queue_depth", "proofs queued or proving, all models (bounded by "
+                         "zkserve.serving.max_queued_proofs)")
 
 
 @cache
@@ -44,7 +45,29 @@ def proof_latency() -> metrics.Histogram:
 
 @cache
 def proofs_failed() -> metrics.Counter:
-    return metrics.Counter("zkserve_proofs_failed", "proofs that failed", tag_keys=("model",))
+    return metrics.Counter("zkserve_proofs_failed", "proofs that ended failed, by reason "
+                           "(output_mismatch, prover_error, no_prover, lost, model_gone)", tag_keys=("model", "reason"))
+
+
+@cache
+def proofs_done() -> metrics.Counter:
+    return metrics.Counter("zkserve_proofs_done", "proofs proven with outputs checked", tag_keys=("model",))
+
+
+@cache
+def proofs_refused() -> metrics.Counter:
+    return metrics.Counter("zkserve_proofs_refused", "attested requests refused before proving, by status code",
+                           tag_keys=("model", "code"))
+
+
+def inference_observer(tags: dict):
+    """The callback BatchedModel reports each ORT run to."""
+
+    def observe(run_ms: float, rows: int) -> None:
+        inference_latency().observe(run_ms, tags=tags)
+        batch_sizes().observe(rows, tags=tags)
+
+    return observe
 
 
 @cache

@@ -9,13 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from circuits import CircuitPackage
-
-# Open Inference Protocol datatype names of the numpy dtypes a manifest can name.
-OIP_DATATYPES = {
-    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "float16": "FP16", "float32": "FP32", "float64": "FP64",
-}
+from circuits.domain import InputDomain
+from serve.protocol.types import DATATYPE_OF_NUMPY
 
 
 @dataclass(frozen=True)
@@ -26,7 +21,7 @@ class TensorSpec:
 
     @property
     def datatype(self) -> str:
-        return OIP_DATATYPES[self.dtype]
+        return DATATYPE_OF_NUMPY[self.dtype]
 
     @property
     def row_elements(self) -> int:
@@ -50,6 +45,7 @@ class ModelSpec:
     tolerance: float
     visibility: dict
     insecure_srs: bool
+    input_domain: InputDomain  # attested rows outside it are refused before proving
 
     @classmethod
     def from_package(cls, package: CircuitPackage) -> "ModelSpec":
@@ -66,6 +62,7 @@ class ModelSpec:
             tolerance=package.tolerance,
             visibility=dict(package.manifest.get("visibility", {})),
             insecure_srs=package.insecure,
+            input_domain=package.input_domain,
         )
 
     @property

@@ -1,9 +1,10 @@
-"""Prover deployment: EZKL proofs in Ray worker processes, one package's keys per replica.
+"""Prover deployment: EZKL proofs in Ray worker processes; it proves and checks outputs, nothing else.
 
-EZKL holds the GIL for a whole proof and spreads it over rayon threads, so parallelism
-comes from replicas (processes), each with RAYON_NUM_THREADS = cores / replicas. Replicas
-take one proof at a time; the rest wait in the handle queues, which is what autoscaling
-watches (Ray Serve counts queued plus running requests).
+EZKL holds the GIL for a whole proof and spreads it over rayon threads, so parallelism comes from
+replicas (processes), each with RAYON_NUM_THREADS = cores / replicas. A replica proves one proof at a
+time but accepts the next request meanwhile, so the next proof starts the moment one ends. Replicas
+run at a lower CPU priority (and, with ``prover_cores``, on their own cores): inference wins a core
+when both want it, and proofs take every cycle inference leaves.
 """
 
 from __future__ import annotations
@@ -11,104 +12,107 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from circuits import InputError, Prover as CircuitProver, decode_outputs
+from circuits import InputError, decode_outputs
+from circuits import Prover as CircuitProver
 from serve.app import metrics
-from serve.app.jobs import ProofJob
+from serve.app.cpu import pin_to_cores, run_when_idle
+from serve.app.direct import keep_replica_servers_local
 from serve.app.models import ModelSpec
-from serve.verifier.client import VerifierClient
+from serve.app.store import ProofJob
 
 logger = logging.getLogger("ray.serve")
 
 
-def outputs_agree(proven: np.ndarray, computed: np.ndarray, tolerance: float) -> bool:
+@dataclass(frozen=True)
+class ProofOutcome:
+    """The Prover's answer for one job: proven and checked, or why not."""
+
+    proof_id: str
+    ok: bool
+    error: str = ""
+    proof_json: bytes = b""
+    proof_hash: str = ""
+    row_offset: int = 0
+    proven_outputs_match: bool = False
+    proven_outputs: dict = field(default_factory=dict)  # name -> (shape, values) of this job's rows
+
+
+def outputs_agree(proven: np.ndarray, computed: np.ndarray, tolerance: float) -> tuple[bool, float]:
+    """Whether the proof's outputs match ONNX Runtime's within tolerance, and the worst difference."""
     if proven.shape != computed.shape:
-        return False
-    return bool(np.max(np.abs(proven - computed.astype(np.float64)), initial=0.0) <= tolerance)
+        return False, float("inf")
+    worst = float(np.max(np.abs(proven - computed.astype(np.float64)), initial=0.0))
+    return worst <= tolerance, worst
 
 
-@serve.deployment(max_ongoing_requests=1)
+@serve.deployment(max_ongoing_requests=2)
 class Prover:
-    def __init__(self, spec: ModelSpec, store: DeploymentHandle, proof_batching: str = "per_request",
-                 batch_wait_timeout_s: float = 0.05, verifier_target: str | None = None):
+    def __init__(self, spec: ModelSpec, proof_batching: str = "per_request", batch_wait_timeout_s: float = 0.05,
+                 prover_cores: int | None = None):
+        keep_replica_servers_local()
+        run_when_idle()
+        pin_to_cores(prover_cores)
         self.spec = spec
-        # every proof goes to the verifier service, which queues its hash for the chain
-        self.verifier = VerifierClient(verifier_target) if verifier_target else None
-        self.store = store
         self.package = spec.load_package()  # checks integrity once per replica
         self.prover = CircuitProver(self.package)
         self.shared = proof_batching == "shared" and spec.circuit_batch_size > 1
+        self._one_at_a_time = asyncio.Lock()
         self._prove_shared.set_max_batch_size(spec.circuit_batch_size)
         self._prove_shared.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    async def prove(self, job: ProofJob) -> dict:
-        """Proves one request's rows; returns its finished record (with the proof JSON)."""
+    async def prove(self, job: ProofJob) -> ProofOutcome:
         if self.shared:
             return await self._prove_shared(job)
         return (await self._prove_jobs([job]))[0]
 
     # Groups concurrent requests until their rows fill the circuit's batch: one proof for all.
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.05, batch_size_fn=lambda jobs: sum(j.rows for j in jobs))
-    async def _prove_shared(self, jobs: list[ProofJob]) -> list[dict]:
+    async def _prove_shared(self, jobs: list[ProofJob]) -> list[ProofOutcome]:
         return await self._prove_jobs(jobs)
 
-    async def _prove_jobs(self, jobs: list[ProofJob]) -> list[dict]:
+    async def _prove_jobs(self, jobs: list[ProofJob]) -> list[ProofOutcome]:
         tags = {"model": self.spec.name}
-        await self.store.mark_proving.remote([job.proof_id for job in jobs])
-        try:
-            inputs = [np.concatenate([job.inputs[t.name] for job in jobs]) for t in self.spec.inputs]
-            started = time.perf_counter()
-            # to_thread keeps the replica's event loop structurally free; EZKL still holds the GIL.
-            proof = await asyncio.to_thread(self.prover.prove, inputs)
-            metrics.proof_latency().observe((time.perf_counter() - started) * 1000, tags=tags)
-            proven = self._decode(proof)
-        except Exception as error:  # noqa: BLE001 - every job gets a FAILED record, not a lost one
-            reason = str(error) if isinstance(error, InputError) else f"proving failed: {type(error).__name__}"
-            logger.exception("proof of %d job(s) for %s failed", len(jobs), self.spec.name)
-            metrics.proofs_failed().inc(len(jobs), tags=tags)
-            return [await self.store.fail.remote(job.proof_id, reason) for job in jobs]
-
+        async with self._one_at_a_time:
+            try:
+                inputs = [np.concatenate([job.inputs[t.name] for job in jobs]) for t in self.spec.inputs]
+                started = time.perf_counter()
+                # to_thread keeps the replica's event loop structurally free; EZKL still holds the GIL.
+                proof = await asyncio.to_thread(self.prover.prove, inputs)
+                metrics.proof_latency().observe((time.perf_counter() - started) * 1000, tags=tags)
+                proven = self._decode(proof)
+            except Exception as error:  # noqa: BLE001 - every job gets a failed outcome, never a lost one
+                reason = str(error) if isinstance(error, InputError) else f"proving failed: {type(error).__name__}"
+                logger.exception("proof of %d job(s) for %s failed", len(jobs), self.spec.name)
+                return [ProofOutcome(job.proof_id, ok=False, error=reason) for job in jobs]
         proof_json = proof.to_json().encode()
-        records, offset = [], 0
+        outcomes, offset = [], 0
         for job in jobs:
-            fields = self._check(job, proven, offset) | {"proof_hash": proof.proof_hash, "row_offset": offset}
+            outcomes.append(self._check(job, proof, proof_json, proven, offset))
             offset += job.rows
-            record = await self.store.complete.remote(job.proof_id, proof_json, fields)
-            records.append(record | {"proof": proof_json})
-        if self.verifier is not None:
-            asyncio.get_running_loop().create_task(self._submit(proof))
-        return records
-
-    async def _submit(self, proof) -> None:
-        """Off the response path; a failure is logged and counted, the proof stays in the store."""
-        tags = {"model": self.spec.name}
-        try:
-            await asyncio.to_thread(self.verifier.submit, self.package.model_id, proof)
-            metrics.proofs_submitted().inc(tags=tags | {"result": "accepted"})
-        except Exception as error:  # noqa: BLE001 - the verifier being down must not fail inference
-            metrics.proofs_submitted().inc(tags=tags | {"result": "failed"})
-            logger.warning("proof %s not submitted to the verifier: %s", proof.proof_hash, error)
+        return outcomes
 
     def _decode(self, proof) -> dict[str, np.ndarray] | None:
         if self.spec.visibility.get("output") != "public":
             return None  # hashed/private outputs cannot be read back as numbers
         return {t.name: array for t, array in zip(self.spec.outputs, decode_outputs(self.package, proof))}
 
-    def _check(self, job: ProofJob, proven: dict[str, np.ndarray] | None, offset: int) -> dict:
-        """Compares the proof's public outputs for this job's rows with ONNX Runtime's."""
+    def _check(self, job: ProofJob, proof, proof_json: bytes, proven: dict[str, np.ndarray] | None,
+               offset: int) -> ProofOutcome:
+        """A proof of other outputs than the ones returned is a failed proof, with the reason."""
+        common = {"proof_json": proof_json, "proof_hash": proof.proof_hash, "row_offset": offset}
         if proven is None:
-            return {"proven_outputs_match": False, "proven_outputs": {}}
+            return ProofOutcome(job.proof_id, ok=True, **common)
         mine = {name: array[offset:offset + job.rows] for name, array in proven.items()}
-        match = all(outputs_agree(mine[name], job.outputs[name], self.spec.tolerance) for name in mine)
-        if not match:
-            metrics.output_mismatches().inc(tags={"model": self.spec.name})
-            logger.error("proof %s: proven outputs of %s disagree with ONNX Runtime beyond tolerance %g",
-                         job.proof_id, self.spec.name, self.spec.tolerance)
-        return {
-            "proven_outputs_match": match,
-            "proven_outputs": {name: {"shape": list(a.shape), "values": a.ravel().tolist()} for name, a in mine.items()},
-        }
+        shown = {name: (tuple(a.shape), tuple(float(v) for v in a.ravel())) for name, a in mine.items()}
+        for name, array in mine.items():
+            agree, worst = outputs_agree(array, job.outputs[name], self.spec.tolerance)
+            if not agree:
+                return ProofOutcome(job.proof_id, ok=False, proven_outputs=shown, **common, error=(
+                    f"the proof's output {name!r} differs from ONNX Runtime's by {worst:.6g}, over the model's "
+                    f"tolerance {self.spec.tolerance:g}: the input lies where the circuit is not accurate"))
+        return ProofOutcome(job.proof_id, ok=True, proven_outputs_match=True, proven_outputs=shown, **common)

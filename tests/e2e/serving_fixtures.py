@@ -13,10 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
 from zkserve.v1 import attestation_pb2_grpc as attestation_grpc
+
 from serve.ports import free_port
 
 READY_TIMEOUT_S = 240

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
 from inference import grpc_service_pb2 as oip
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,13 +17,13 @@ import pytest
 from eth_hash.auto import keccak
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from inference import grpc_service_pb2 as oip
+from zkserve.v1 import attestation_pb2 as pb
 
 from circuits import Proof
-from inference import grpc_service_pb2 as oip
 from serve.client import output_array, proof_bytes
 from tests.e2e.serving_fixtures import SHARED_BATCH_MODEL, shared_batch_package
 from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
-from zkserve.v1 import attestation_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 MLP, CNN = "demo-mlp", "demo-cnn"
@@ -245,27 +245,39 @@ def test_metadata_list_models_health_and_reflection(serving_app, stubs, mlp_pack
     assert {"inference.GRPCInferenceService", "zkserve.v1.Attestation", "grpc.health.v1.Health"} <= names
 
 
-def test_done_proofs_survive_a_proof_store_restart(serving_app, stubs):
+def test_proofs_survive_an_ingress_restart_and_unfinished_ones_are_proven(serving_app, stubs):
+    """The ingress owns the proof service: kill -9 its replica right after an async answer; the
+    replacement reloads every record from disk and proves the unfinished job again."""
     import ray
 
     inference, attestation = stubs
-    response = inference.ModelInfer(infer_request(MLP, "features", rows_of(np.random.default_rng(6), (1, 16)), attest="sync"))
-    proof_id = response.parameters["proof_id"].string_param
-    store_actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#ProofStore#" in a["name"]]
-    assert len(store_actors) == 1
-    ray.kill(ray.get_actor(store_actors[0]["name"], namespace=store_actors[0]["namespace"]), no_restart=True)
+    rng = np.random.default_rng(6)
+    done = inference.ModelInfer(infer_request(MLP, "features", rows_of(rng, (1, 16)), attest="sync"))
+    done_id = done.parameters["proof_id"].string_param
+    pending = inference.ModelInfer(infer_request(CNN, "image", rows_of(rng, (1, 1, 8, 8)), attest="async"))
+    pending_id = pending.parameters["proof_id"].string_param
+    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Ingress#" in a["name"]]
+    assert len(actors) == 1
+    ray.kill(ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"]), no_restart=True)
 
-    deadline = time.monotonic() + 120
-    while True:  # Serve replaces the replica; the new one reloads the records from disk
+    deadline = time.monotonic() + 180
+    while True:  # Serve replaces the replica on the same ports; it reloads the records from disk
+        alive = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Ingress#" in a["name"]]
+        if actors[0]["name"] in alive or not alive:
+            assert time.monotonic() < deadline, "the ingress replica was not replaced"
+            time.sleep(1)
+            continue
         try:
-            record = attestation.GetProof(pb.GetProofRequest(proof_id=proof_id), timeout=10)
+            record = attestation.GetProof(pb.GetProofRequest(proof_id=done_id), timeout=10)
             break
         except grpc.RpcError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
     assert record.status == pb.PROOF_STATUS_DONE
-    assert record.proof == proof_bytes(response)
+    assert record.proof == proof_bytes(done)
+    updates = list(attestation.WatchProof(pb.WatchProofRequest(proof_id=pending_id), timeout=180))
+    assert updates[-1].status == pb.PROOF_STATUS_DONE and updates[-1].proven_outputs_match, updates[-1]
 
 
 def test_predict_and_status_commands(serving_app, mlp_package, tmp_path):
@@ -293,3 +305,22 @@ def test_predict_and_status_commands(serving_app, mlp_package, tmp_path):
     status = run_cli("status", "--address", serving_app.address)
     assert status.returncode == 0, status.stderr
     assert MLP in status.stdout and "CPUExecutionProvider" in status.stdout and "proofs     queued" in status.stdout
+
+
+def test_a_row_the_circuit_cannot_prove_accurately_is_never_done(stubs):
+    """demo-mlp is calibrated on [-1, 1]: at 50 the proof's outputs differ from ONNX Runtime's.
+    The row is refused before proving (OUT_OF_RANGE, when the package records its input
+    domain) or its proof is failed with the reason; never "done"."""
+    inference, attestation = stubs
+    rows = np.full((1, 16), 50.0, np.float32)
+    try:
+        response = inference.ModelInfer(infer_request(MLP, "features", rows, attest="sync"), timeout=300)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.OUT_OF_RANGE and "feature" in error.details(), error.details()
+        return
+    params = response.parameters
+    assert params["proof_status"].string_param == "failed", params
+    assert "differs from ONNX Runtime" in params["proof_error"].string_param
+    assert "zk_proof" not in [o.name for o in response.outputs] and "proof_hash" not in params
+    record = attestation.GetProof(pb.GetProofRequest(proof_id=params["proof_id"].string_param))
+    assert record.status == pb.PROOF_STATUS_FAILED and not record.proof

@@ -1,0 +1,209 @@
+"""The one owner of a proof's life: create, dispatch, retry, requeue after a restart, store, submit.
+
+Runs inside the ingress replica (there is one per node: it owns the ingress port), so creating a
+proof costs no hop. The Prover deployment only proves and checks; everything about a proof's
+status goes through here and is written to disk (``serve.app.store``) before anyone is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping
+
+from serve.app import metrics
+from serve.app.models import ModelSpec
+from serve.app.prover import ProofOutcome
+from serve.app.store import ProofFiles, ProofJob
+from serve.errors import ResourceExhausted
+from serve.protocol.types import ProofRecord, ProofStatus
+
+logger = logging.getLogger("ray.serve")
+PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, twice
+
+
+class ProofService:
+    def __init__(self, root: str, specs: Mapping[str, ModelSpec], provers: Mapping[str, object],
+                 max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None):
+        self.files = ProofFiles(root)
+        self.specs = specs
+        self.provers = provers  # model -> DeploymentHandle of its Prover
+        self.max_queued = int(max_queued)
+        self.verifier_target = verifier_target
+        self.records: dict[str, ProofRecord] = {r.proof_id: r for r in self.files.load_records()}
+        for proof_id, (record, _) in self.files.logged_jobs().items():
+            if proof_id in self.records and self.records[proof_id].status.finished:
+                self.files.drop_job(proof_id)  # finished just before a crash: the record is the truth
+            else:
+                self.records[proof_id] = record
+        # Jobs sent to a model's provers at once (the rest wait here, in order): as many as its
+        # replicas take, so Ray's router never backs off on full replicas between proofs.
+        self._slots = {model: asyncio.Semaphore(max(1, int((in_flight or {}).get(model, 2)))) for model in specs}
+        self._changed: asyncio.Condition | None = None
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="proof-store")  # one writer: writes stay in order
+        self._tasks: set[asyncio.Task] = set()
+        self._verifier = None
+        self._unfinished = {pid for pid, r in self.records.items() if not r.status.finished}
+
+    # --- the life of a proof ----------------------------------------------------------------------
+    def admit(self, model: str) -> None:
+        """ResourceExhausted when the queue of unfinished proofs is full (checked before any work)."""
+        unfinished = len(self._unfinished)
+        if unfinished >= self.max_queued:
+            metrics.proofs_refused().inc(tags={"model": model, "code": "RESOURCE_EXHAUSTED"})
+            raise ResourceExhausted(f"{unfinished} proofs are queued, the limit is {self.max_queued} "
+                                    f"(zkserve.serving.max_queued_proofs); retry later, or use attest=none")
+
+    async def create(self, spec: ModelSpec, job: ProofJob) -> ProofRecord:
+        """The QUEUED record, on disk with its job before the caller answers."""
+        record = ProofRecord(job.proof_id, spec.name, spec.model_id, ProofStatus.QUEUED, job.rows)
+        self.files.append_job(job, record)  # one appended line: the job and its record
+        await self._put(record)
+        return record
+
+    async def prove(self, job: ProofJob) -> ProofRecord:
+        """Proves now and returns the finished record (with the proof when done)."""
+        await self._run(job)
+        return self.get(job.proof_id)
+
+    def prove_later(self, job: ProofJob) -> None:
+        self._spawn(self._run(job))
+
+    async def _run(self, job: ProofJob) -> None:
+        spec = self.specs.get(job.model)
+        if spec is None:
+            await self._fail(job, f"model {job.model} is no longer served", "model_gone")
+            return
+        outcome: ProofOutcome | None = None
+        async with self._slots[job.model]:
+            await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING))
+            for attempt in range(1, PROVER_ATTEMPTS + 1):
+                try:
+                    outcome = await self.provers[job.model].prove.remote(job)
+                    break
+                except Exception as error:  # noqa: BLE001 - a replica died; the proof itself did not fail
+                    logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt, error)
+        if outcome is None:
+            await self._fail(job, "no prover replica could take the job; send the request again", "no_prover")
+        elif not outcome.ok:
+            mismatch = bool(outcome.proof_hash)
+            if mismatch:
+                metrics.output_mismatches().inc(tags={"model": job.model})
+            await self._fail(job, outcome.error, "output_mismatch" if mismatch else "prover_error", outcome)
+        else:
+            await self._complete(job, outcome)
+
+    async def _complete(self, job: ProofJob, outcome: ProofOutcome) -> None:
+        await self._write(self.files.save_proof, outcome.proof_hash, outcome.proof_json)
+        record = self.records[job.proof_id].evolve(
+            status=ProofStatus.DONE, finished_at=time.time(), proof_hash=outcome.proof_hash,
+            row_offset=outcome.row_offset, proven_outputs_match=outcome.proven_outputs_match,
+            proven_outputs=outcome.proven_outputs)
+        await self._put(record)
+        self.files.drop_job(job.proof_id)
+        metrics.proofs_done().inc(tags={"model": job.model})
+        if self.verifier_target and outcome.row_offset == 0:  # a shared proof is submitted once
+            self._spawn(self._submit(job.model, outcome.proof_json))
+
+    async def _fail(self, job: ProofJob, reason: str, kind: str, outcome: ProofOutcome | None = None) -> None:
+        fields = {"status": ProofStatus.FAILED, "error": reason, "finished_at": time.time()}
+        if outcome is not None and outcome.proof_hash:  # kept for diagnosis; never shown as proven
+            fields |= {"proof_hash": outcome.proof_hash, "proven_outputs": outcome.proven_outputs}
+        await self._put(self.records[job.proof_id].evolve(**fields))
+        self.files.drop_job(job.proof_id)
+        metrics.proofs_failed().inc(tags={"model": job.model, "reason": kind})
+        logger.warning("proof %s of %s failed: %s", job.proof_id, job.model, reason)
+
+    async def _submit(self, model: str, proof_json: bytes) -> None:
+        """Off the response path: the verifier queues the proof's hash for the chain."""
+        from circuits import Proof
+        from serve.verifier.client import VerifierClient
+
+        tags = {"model": model}
+        try:
+            proof = Proof.from_json(proof_json)
+            if self._verifier is None:
+                self._verifier = VerifierClient(self.verifier_target)
+            await asyncio.to_thread(self._verifier.submit, self.specs[model].model_id, proof)
+            metrics.proofs_submitted().inc(tags=tags | {"result": "accepted"})
+        except Exception as error:  # noqa: BLE001 - the verifier being down must not fail inference
+            metrics.proofs_submitted().inc(tags=tags | {"result": "failed"})
+            logger.warning("a proof of %s was not submitted to the verifier: %s", model, error)
+
+    async def requeue_unfinished(self) -> int:
+        """Jobs a previous run left queued or proving are proven again (or failed, if their inputs are gone)."""
+        unfinished = [r for r in self.records.values() if not r.status.finished]
+        logged = self.files.logged_jobs()
+        for record in unfinished:
+            job = logged.get(record.proof_id, (None, None))[1]
+            if job is None:
+                await self._fail(ProofJob(record.proof_id, record.model, {}, {}),
+                                 "the job's inputs were lost before it was proven; send the request again", "lost")
+            else:
+                await self._put(record.evolve(status=ProofStatus.QUEUED))
+                self.prove_later(job)
+        if unfinished:
+            logger.info("requeued %d unfinished proof(s)", len(unfinished))
+        return len(unfinished)
+
+    # --- reads --------------------------------------------------------------------------------------
+    def get(self, proof_id: str) -> ProofRecord | None:
+        record = self.records.get(proof_id)
+        if record is not None and record.status is ProofStatus.DONE and not record.proof:
+            record = record.evolve(proof=self.files.load_proof(record.proof_hash))
+        return record
+
+    async def wait_change(self, proof_id: str, known: ProofStatus, timeout_s: float = 10.0) -> ProofRecord | None:
+        def moved() -> bool:
+            record = self.records.get(proof_id)
+            return record is None or record.status is not known
+
+        async with self._condition():
+            try:
+                await asyncio.wait_for(self._condition().wait_for(moved), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        return self.get(proof_id)
+
+    def counts(self) -> dict[str, Counter]:
+        per_model: dict[str, Counter] = {}
+        for record in self.records.values():
+            per_model.setdefault(record.model, Counter())[record.status.value] += 1
+        return per_model
+
+    def close(self) -> None:
+        """Waits for the writes already asked for."""
+        self._disk.shutdown(wait=True)
+        self.files.close()
+
+    # --- plumbing -----------------------------------------------------------------------------------
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # created on the replica's loop, on first use
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def _write(self, fn, *args) -> asyncio.Future:
+        """Submitted now, so writes reach the disk in the order they were asked for."""
+        return asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
+
+    async def _put(self, record: ProofRecord) -> None:
+        """A finished record is on disk (fsynced) before anyone is told; an unfinished one lives in
+        the job log (a restart proves it again), so QUEUED and PROVING cost no disk write."""
+        if record.status.finished:
+            await self._write(self.files.save_record, record)
+        self.records[record.proof_id] = record.evolve(proof=b"")
+        if record.status.finished:
+            self._unfinished.discard(record.proof_id)
+        else:
+            self._unfinished.add(record.proof_id)
+        metrics.proof_queue_depth().set(len(self._unfinished))
+        async with self._condition():
+            self._condition().notify_all()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,93 @@
+"""The data plane and the proof service without a server: domain refusal before proving, the
+bounded proof queue, a proof of other outputs counted as failed, and records that survive."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from circuits.domain import InputDomain, InputRange
+from serve import errors
+from serve.app.dataplane import DataPlane
+from serve.app.models import ModelSpec, TensorSpec
+from serve.app.proofs import ProofService
+from serve.app.prover import Prover
+from serve.app.store import ProofFiles, ProofJob
+from serve.protocol.types import AttestMode, InferRequest, ProofStatus, Tensor
+
+DOMAIN = InputDomain("m", {"x": InputRange(np.full(4, -1.0), np.full(4, 1.0), "explicit", 0.0)})
+SPEC = ModelSpec(name="m", package_root="/nowhere", model_id="0x1", inputs=(TensorSpec("x", (4,), "float32"),),
+                 outputs=(TensorSpec("y", (2,), "float32"),), circuit_batch_size=1, tolerance=0.1,
+                 visibility={"output": "public"}, insecure_srs=True, input_domain=DOMAIN)
+
+
+async def double(inputs):
+    return {"y": np.repeat(inputs["x"][:, :1] * 2, 2, axis=1)}
+
+
+def plane(tmp_path, max_queued: int = 8) -> DataPlane:
+    proofs = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=max_queued)
+    return DataPlane({"m": SPEC}, {"m": double}, proofs, AttestMode.NONE)
+
+
+def request(values, attest) -> InferRequest:
+    return InferRequest("m", (Tensor("x", "FP32", np.asarray([values], np.float32)),), attest=attest)
+
+
+def test_attested_rows_outside_the_domain_are_refused_before_proving(tmp_path):
+    data_plane = plane(tmp_path)
+    with pytest.raises(errors.OutOfRange) as raised:
+        asyncio.run(data_plane.infer(request([0.5, 0.0, 7.5, 0.0], AttestMode.SYNC)))
+    message = raised.value.message
+    assert "'x'" in message and "feature 2" in message and "7.5" in message and "[-1.0, 1.0]" in message
+    assert errors.grpc_code(raised.value).name == "OUT_OF_RANGE"
+    assert data_plane.proofs.records == {}  # nothing was queued
+    # attest=none is a plain inference server: not limited
+    response, record = asyncio.run(data_plane.infer(request([0.5, 0.0, 7.5, 0.0], AttestMode.NONE)))
+    assert record is None and response.outputs[0].data.tolist() == [[1.0, 1.0]]
+
+
+def test_the_proof_queue_is_bounded(tmp_path):
+    data_plane = plane(tmp_path, max_queued=1)
+
+    async def scenario():
+        job = ProofJob("p1", "m", {"x": np.zeros((1, 4), np.float32)}, {"y": np.zeros((1, 2), np.float32)})
+        await data_plane.proofs.create(SPEC, job)  # queued, not dispatched
+        with pytest.raises(errors.ResourceExhausted, match="max_queued_proofs"):
+            await data_plane.infer(request([0.1] * 4, AttestMode.ASYNC))
+        response, record = await data_plane.infer(request([0.1] * 4, AttestMode.NONE))  # never limited
+        assert record is None and response.outputs
+
+    asyncio.run(scenario())
+
+
+def test_records_and_jobs_survive_for_a_restarted_owner(tmp_path):
+    async def first_life():
+        service = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8)
+        job = ProofJob("p1", "m", {"x": np.ones((1, 4), np.float32)}, {"y": np.ones((1, 2), np.float32)})
+        record = await service.create(SPEC, job)
+        service.close()
+        return record
+
+    created = asyncio.run(first_life())
+    with open(tmp_path / "proofs" / "jobs.log", "ab") as log:
+        log.write(b'{"record": {"proof_id": "p2"')  # a line cut short by kill -9: skipped
+    again = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8)
+    assert again.get("p1") == created and created.status is ProofStatus.QUEUED and again.get("p2") is None
+    record, job = ProofFiles(tmp_path / "proofs").logged_jobs()["p1"]
+    assert record == created and job.inputs["x"].tolist() == [[1.0] * 4]
+
+
+def test_a_proof_of_other_outputs_than_onnx_runtimes_is_failed_with_the_reason():
+    """The Prover's check alone (no EZKL): proven outputs 0.5 away from ORT's, tolerance 0.1."""
+    prover = object.__new__(Prover.func_or_class)
+    prover.spec = SPEC
+    job = ProofJob("p1", "m", {"x": np.zeros((1, 4), np.float32)}, {"y": np.array([[1.0, 2.0]], np.float32)})
+    proof = SimpleNamespace(proof_hash="0xab")
+    far = prover._check(job, proof, b"{}", {"y": np.array([[1.0, 2.5]])}, 0)
+    assert not far.ok and "differs from ONNX Runtime's by 0.5" in far.error and far.proof_hash == "0xab"
+    near = prover._check(job, proof, b"{}", {"y": np.array([[1.05, 2.0]])}, 0)
+    assert near.ok and near.proven_outputs_match and near.proven_outputs["y"] == ((1, 2), (1.05, 2.0))
