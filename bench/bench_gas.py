@@ -49,11 +49,16 @@ def main() -> None:
         registered = registry.register_model(package, Path(tmp))
         results["verifier_deploy_gas"] = registered["verifier_deploy_gas"]
 
-        receipt = chain.transact(registry.attest_call(package.model_id, proofs[0].proof_bytes, proofs[0].instances), registry.abi)
+        receipt = chain.transact(
+            registry.attest_call(package.model_id, proofs[0].proof_bytes, proofs[0].instances), registry.abi
+        )
         results["attest_gas"] = receipt["gasUsed"]
         verifier = chain.contract(registered["verifier"], package.verifier_artifact()["abi"])
         results["verify_proof_only_gas"] = chain.w3.eth.estimate_gas(
-            verifier.functions.verifyProof(proofs[1].proof_bytes, proofs[1].instances).build_transaction({"from": chain.address}))
+            verifier.functions.verifyProof(proofs[1].proof_bytes, proofs[1].instances).build_transaction(
+                {"from": chain.address}
+            )
+        )
 
         real_leaf = leaf_of(model_id, to_bytes32(proofs[1].proof_hash), instances_hash(proofs[1].instances))
         anchors = {}
@@ -77,9 +82,15 @@ def main() -> None:
         results["usage"] = registry.usage(package.model_id)  # rows counted on chain by the runs above
     # gas per proof of full on-chain verification over that of anchoring, by batch size
     speedup = {size: round(results["attest_gas"] / entry["gas_per_proof"], 1) for size, entry in anchors.items()}
-    save("gas", {"description": "gas per proof: attest (full on-chain verification) vs anchor (Merkle root)",
-                 "toolchain": {"solc": solc_version(), "anvil": anvil_version()},
-                 "results": results, "speedup": speedup})
+    save(
+        "gas",
+        {
+            "description": "gas per proof: attest (full on-chain verification) vs anchor (Merkle root)",
+            "toolchain": {"solc": solc_version(), "anvil": anvil_version()},
+            "results": results,
+            "speedup": speedup,
+        },
+    )
     print(f"{'mode':<14}{'batch':>7}{'tx gas':>12}{'gas/proof':>12}{'vs attest':>11}")
     print(f"{'attest':<14}{1:>7}{results['attest_gas']:>12}{results['attest_gas']:>12}{'1.0x':>11}")
     for size, entry in anchors.items():

@@ -51,7 +51,7 @@ def large_cnn(path: Path) -> Path:
 
     channels = [3, 32, 64, 128]
     nodes, inits, previous = [], [], "image"
-    for i, (cin, cout) in enumerate(zip(channels, channels[1:])):
+    for i, (cin, cout) in enumerate(zip(channels, channels[1:], strict=False)):
         inits += [init(f"w{i}", (cout, cin, 3, 3), (2 / (9 * cin)) ** 0.5), init(f"b{i}", (cout,), 0.01)]
         nodes += [helper.make_node("Conv", [previous, f"w{i}", f"b{i}"], [f"c{i}"], strides=[2, 2], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]

@@ -7,9 +7,9 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import ezkl
 import numpy as np
@@ -143,7 +143,7 @@ def _load_calibration(path: Path | None, inputs: list[TensorSpec], batch: int,
         if len(inputs) != 1:
             raise CompileError(f"the model has {len(inputs)} inputs: give calibration as .npz keyed by input name")
         arrays = [np.load(path)]
-    for array, spec in zip(arrays, inputs):
+    for array, spec in zip(arrays, inputs, strict=False):
         if list(array.shape[1:]) != _row_shape(spec):
             raise CompileError(f"calibration rows for {spec.name!r} have shape {list(array.shape[1:])}, "
                                f"the model wants {_row_shape(spec)}")
@@ -222,7 +222,7 @@ class ModelInputs:
 
 
 def prepare(onnx_path: str | Path, options: CompileOptions, calibration: str | Path | None,
-            stages: "Stages") -> ModelInputs:
+            stages: Stages) -> ModelInputs:
     source = Path(onnx_path).resolve()
     if not source.is_file():
         raise CompileError(f"model file {source} does not exist")
@@ -290,7 +290,7 @@ def _explicit_domain(options: CompileOptions, inputs: list[TensorSpec]) -> dict[
     return dom.explicit(names, [int(np.prod(_row_shape(s))) for s in inputs], spec)
 
 
-def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stages: "Stages") -> dict:
+def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stages: Stages) -> dict:
     """Settings, calibration, circuit, SRS, keys and tolerance into `work` (named as in a package)."""
     options = replace(options, batch=model.batch)
     paths = {kind: work / filename for kind, filename in pkg.FILES.items()}
@@ -303,7 +303,7 @@ def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stage
     points = model.domain_points()
     extremes = [p[:DOMAIN_CALIBRATION_POINTS] for p in points]
     cal_rows = [_whole_batches(np.concatenate([rows, extra]), options.batch)
-                for rows, extra in zip(model.calibration, extremes)]
+                for rows, extra in zip(model.calibration, extremes, strict=False)]
     cal_json = write_input_json(cal_rows, work / "calibration.json")
     scales = list(options.scales) if options.scales else None
     stages.run("calibrate", lambda: ezkl.calibrate_settings(
@@ -314,7 +314,8 @@ def build_circuit(model: ModelInputs, options: CompileOptions, work: Path, stage
     settings = json.loads(paths["settings"].read_text())
     logrows = settings["run_args"]["logrows"]
     srs_entry = stages.run("srs", lambda: SrsSource(options.srs).materialize(logrows, state_paths().srs, paths["srs"]))
-    stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]), str(paths["srs"])))
+    stages.run("setup", lambda: ezkl.setup(str(paths["compiled"]), str(paths["vk"]), str(paths["pk"]),
+                                           str(paths["srs"])))
     checker = AccuracyCheck(model.path, paths["compiled"], options.batch, settings, work)
     tolerance = stages.run("tolerance", lambda: checker.measure(model, points, options.domain_max_error))
     return {"paths": paths, "settings": settings, "srs": srs_entry, "tolerance": tolerance}
@@ -344,8 +345,9 @@ def compile_model(
     work.mkdir(parents=True)
     built = build_circuit(model, options, work, stages)
     paths, settings, tolerance = built["paths"], built["settings"], built["tolerance"]
-    verifier = stages.run("verifier", lambda: build_verifier(paths["vk"], paths["settings"], paths["srs"],
-                                                             paths["verifier_sol"]))
+    verifier = stages.run(
+        "verifier", lambda: build_verifier(paths["vk"], paths["settings"], paths["srs"], paths["verifier_sol"])
+    )
     paths["verifier_artifact"].write_text(json.dumps(verifier.to_json()))
 
     def write_manifest() -> None:
@@ -360,16 +362,27 @@ def compile_model(
             "source_onnx": str(model.source_path),
             "opset_upgrade": model.upgrade,
             "batch_size": options.batch,
-            "inputs": [_entry(spec, options.batch, scale)
-                       for spec, scale in zip(model.inputs, settings["model_input_scales"])],
-            "outputs": [_entry(spec, options.batch, scale)
-                        for spec, scale in zip(model.outputs, settings["model_output_scales"])],
-            "visibility": {"input": options.input_visibility, "output": options.output_visibility,
-                           "param": options.param_visibility},
+            "inputs": [
+                _entry(spec, options.batch, scale)
+                for spec, scale in zip(model.inputs, settings["model_input_scales"], strict=False)
+            ],
+            "outputs": [
+                _entry(spec, options.batch, scale)
+                for spec, scale in zip(model.outputs, settings["model_output_scales"], strict=False)
+            ],
+            "visibility": {
+                "input": options.input_visibility,
+                "output": options.output_visibility,
+                "param": options.param_visibility,
+            },
             "logrows": logrows,
             "run_args": settings["run_args"],
-            "calibration": {"source": model.calibration_source, "rows": len(model.calibration[0]),
-                            "max_abs_error": tolerance["max_abs_error"], "tolerance": tolerance["tolerance"]},
+            "calibration": {
+                "source": model.calibration_source,
+                "rows": len(model.calibration[0]),
+                "max_abs_error": tolerance["max_abs_error"],
+                "tolerance": tolerance["tolerance"],
+            },
             "tolerance": tolerance["tolerance"],
             "input_domain": dom.InputDomain(name, model.domain).to_manifest(),
             "domain_check": tolerance["domain_check"],
@@ -392,8 +405,11 @@ def compile_model(
 def _circuit_batch(inputs: list[TensorSpec], requested: int | None) -> int:
     """--batch, else the batch the model fixes (a model exported with a batch of N proves N
     rows per proof), else 1. A fixed batch other than --batch cannot be proven."""
-    fixed = {spec.shape[0] for spec in inputs
-             if spec.dynamic_batch is None and spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0}
+    fixed = {
+        spec.shape[0]
+        for spec in inputs
+        if spec.dynamic_batch is None and spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0
+    }
     if len(fixed) > 1:
         raise CompileError(f"the model's inputs fix different batch sizes {sorted(fixed)}")
     if not fixed:
@@ -401,8 +417,10 @@ def _circuit_batch(inputs: list[TensorSpec], requested: int | None) -> int:
     (batch,) = fixed
     if requested is not None and requested != batch:
         name = next(spec.name for spec in inputs if spec.shape and spec.shape[0] == batch)
-        raise CompileError(f"input {name!r} has a fixed batch of {batch}; compile with --batch {batch} (or without "
-                           f"--batch) or export the model with a dynamic batch dimension")
+        raise CompileError(
+            f"input {name!r} has a fixed batch of {batch}; compile with --batch {batch} (or without "
+            f"--batch) or export the model with a dynamic batch dimension"
+        )
     return batch
 
 
@@ -449,19 +467,21 @@ class AccuracyCheck:
         expected_all = []
         witness_path, input_path = self.work / "check-witness.json", self.work / "check-input.json"
         for start in range(0, len(padded[0]), self.batch):
-            chunk = [a[start:start + self.batch] for a in padded]
-            expected = self.session.run(None, {n: c.astype(np.float32) for n, c in zip(self.names, chunk)})
+            chunk = [a[start : start + self.batch] for a in padded]
+            expected = self.session.run(
+                None, {n: c.astype(np.float32) for n, c in zip(self.names, chunk, strict=False)}
+            )
             expected_all.append(expected)
             try:
                 ezkl.gen_witness(str(write_input_json(chunk, input_path)), str(self.compiled), str(witness_path))
             except (RuntimeError, ValueError):  # a value outside the circuit's range: it cannot prove the row
-                row_errors[start:start + self.batch] = np.inf
+                row_errors[start : start + self.batch] = np.inf
                 continue
             witness = json.loads(witness_path.read_text())
-            for felts, scale, want in zip(witness["outputs"], self.out_scales, expected):
+            for felts, scale, want in zip(witness["outputs"], self.out_scales, expected, strict=False):
                 got = np.array([ezkl.felt_to_float(f, scale) for f in felts]).reshape(self.batch, -1)
                 diff = np.max(np.abs(got - np.asarray(want, dtype=np.float64).reshape(self.batch, -1)), axis=1)
-                row_errors[start:start + self.batch] = np.maximum(row_errors[start:start + self.batch], diff)
+                row_errors[start : start + self.batch] = np.maximum(row_errors[start : start + self.batch], diff)
         for leftover in (witness_path, input_path):
             leftover.unlink(missing_ok=True)
         outputs = [np.concatenate([e[i] for e in expected_all])[:count] for i in range(len(self.out_scales))]
@@ -478,23 +498,34 @@ class AccuracyCheck:
         worst_at = int(np.argmax(domain_errors))
         worst_domain = float(domain_errors[worst_at])
         if not worst_domain <= limit:
-            where = ", ".join(f"{spec.name}={np.array2string(p[worst_at].ravel()[:8], precision=4)}"
-                              for spec, p in zip(model.inputs, points))
-            found = ("the circuit cannot run it (a value overflows its lookup range)" if np.isinf(worst_domain)
-                     else f"its outputs differ from ONNX Runtime by {worst_domain:.4g} (limit {limit:.4g})")
+            where = ", ".join(
+                f"{spec.name}={np.array2string(p[worst_at].ravel()[:8], precision=4)}"
+                for spec, p in zip(model.inputs, points, strict=False)
+            )
+            found = (
+                "the circuit cannot run it (a value overflows its lookup range)"
+                if np.isinf(worst_domain)
+                else f"its outputs differ from ONNX Runtime by {worst_domain:.4g} (limit {limit:.4g})"
+            )
             raise DomainNotHeld(
                 f"the circuit does not hold the input domain ({dom.InputDomain('', model.domain).describe()}): "
                 f"at the domain point {where} {found}; narrow the domain (--input-range / --input-ranges, "
-                f"--domain-margin), raise --domain-max-error, or give more decomposition range (--decomp-legs)")
+                f"--domain-margin), raise --domain-max-error, or give more decomposition range (--decomp-legs)"
+            )
         worst = max(float(np.max(cal_errors, initial=0.0)), worst_domain)
         return {
             "max_abs_error": worst,
             # 2x the worst error seen anywhere checked plus one quantization step of the output scale
             "tolerance": 2 * worst + step,
-            "domain_check": {"points": len(points[0]), "corners": len(points[0]) - 1 - DOMAIN_RANDOM,
-                             "random": DOMAIN_RANDOM,
-                "max_abs_error": worst_domain, "limit": limit, "calibration_rows": rows,
-                "calibration_max_abs_error": float(np.max(cal_errors, initial=0.0))},
+            "domain_check": {
+                "points": len(points[0]),
+                "corners": len(points[0]) - 1 - DOMAIN_RANDOM,
+                "random": DOMAIN_RANDOM,
+                "max_abs_error": worst_domain,
+                "limit": limit,
+                "calibration_rows": rows,
+                "calibration_max_abs_error": float(np.max(cal_errors, initial=0.0)),
+            },
         }
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class InputDomain:
     ranges: Mapping[str, InputRange]
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> "InputDomain":
+    def from_manifest(cls, manifest: dict) -> InputDomain:
         entries = manifest.get("input_domain")
         if not isinstance(entries, dict) or not entries:
             raise DomainError(f"manifest of {manifest.get('name', '?')} records no input_domain; recompile the "
@@ -119,7 +119,7 @@ def from_calibration(names: list[str], arrays: list[np.ndarray], margin: float =
     if not margin >= 0 or not math.isfinite(margin):
         raise DomainError(f"domain margin must be a finite number >= 0, not {margin}")
     ranges = {}
-    for name, array in zip(names, arrays):
+    for name, array in zip(names, arrays, strict=False):
         flat = np.asarray(array, dtype=np.float64).reshape(len(array), -1)
         if not np.isfinite(flat).all():
             raise DomainError(f"calibration rows of input {name!r} hold NaN or infinite values")
@@ -140,7 +140,7 @@ def explicit(names: list[str], sizes: list[int], spec: Mapping[str, tuple]) -> d
     if missing:
         raise DomainError(f"no input range for input(s) {', '.join(missing)}")
     ranges = {}
-    for name, size in zip(names, sizes):
+    for name, size in zip(names, sizes, strict=False):
         low, high = (_per_feature(name, value, size) for value in spec[name])
         if not (np.isfinite(low).all() and np.isfinite(high).all()):
             raise DomainError(f"input range of {name!r} must be finite")
@@ -232,7 +232,7 @@ def sample(ranges: Mapping[str, InputRange], row_shapes: list[list[int]], corner
     random_points = rng.uniform(low, high, (random, total))
     points = np.concatenate([((low + high) / 2)[None], corner_points, random_points])
     arrays, offset = [], 0
-    for size, shape in zip(sizes, row_shapes):
+    for size, shape in zip(sizes, row_shapes, strict=False):
         arrays.append(points[:, offset:offset + size].reshape(len(points), *shape))
         offset += size
     return arrays

@@ -37,7 +37,7 @@ def _instance_layout(package: CircuitPackage) -> tuple[int, int]:
 
 def _to_arrays(felts: list[str], entries: list[dict], batch: int) -> list[np.ndarray]:
     arrays, offset = [], 0
-    for entry, count in zip(entries, _elements(entries, batch)):
+    for entry, count in zip(entries, _elements(entries, batch), strict=False):
         values = [ezkl.felt_to_float(felt, entry["scale"]) for felt in felts[offset:offset + count]]
         offset += count
         arrays.append(np.asarray(values, dtype=np.float64).reshape([batch, *entry["shape"][1:]]))
@@ -57,15 +57,19 @@ def decode_outputs(package: CircuitPackage, proof: Proof) -> list[np.ndarray]:
     batch (padding rows included: their outputs are proven too); index them by row. Nothing
     here reads the proof document's unbound fields."""
     if package.manifest["visibility"]["output"] != "public":
-        raise ValueError(f"{package.name}: outputs are {package.manifest['visibility']['output']}, not readable from the proof")
+        raise ValueError(
+            f"{package.name}: outputs are {package.manifest['visibility']['output']}, not readable from the proof"
+        )
     n_in, n_out = _instance_layout(package)
-    return _to_arrays(_checked_felts(package, proof)[n_in:n_in + n_out], package.outputs, package.batch_size)
+    return _to_arrays(_checked_felts(package, proof)[n_in : n_in + n_out], package.outputs, package.batch_size)
 
 
 def decode_inputs(package: CircuitPackage, proof: Proof) -> list[np.ndarray]:
     """The proven (quantized) inputs as floats, every row of the batch; only for public inputs."""
     if package.manifest["visibility"]["input"] != "public":
-        raise ValueError(f"{package.name}: inputs are {package.manifest['visibility']['input']}, not readable from the proof")
+        raise ValueError(
+            f"{package.name}: inputs are {package.manifest['visibility']['input']}, not readable from the proof"
+        )
     n_in, _ = _instance_layout(package)
     return _to_arrays(_checked_felts(package, proof)[:n_in], package.inputs, package.batch_size)
 
@@ -91,7 +95,7 @@ def proven_rows(package: CircuitPackage, proof: Proof) -> int | None:
 
 def _row_is_zero(felts: list[str], per_row: list[int], batch: int, row: int, which: int) -> bool:
     start = sum(batch * width for width in per_row[:which]) + row * per_row[which]
-    return all(int(felt, 16) == 0 for felt in felts[start:start + per_row[which]])
+    return all(int(felt, 16) == 0 for felt in felts[start : start + per_row[which]])
 
 
 def bind(package: CircuitPackage, proof: Proof) -> Proof:
@@ -121,11 +125,15 @@ def proven_fields(package: CircuitPackage, proof: Proof) -> dict:
         "output_visibility": visibility["output"],
     }
     if visibility["input"] == "public":
-        summary["inputs"] = {e["name"]: a.tolist() for e, a in zip(package.inputs, decode_inputs(package, proof))}
+        summary["inputs"] = {
+            e["name"]: a.tolist() for e, a in zip(package.inputs, decode_inputs(package, proof), strict=False)
+        }
     elif visibility["input"] == "hashed":
         summary["input_hash"] = proof.instance_felts[0]
     if visibility["output"] == "public":
-        summary["outputs"] = {e["name"]: a.tolist() for e, a in zip(package.outputs, decode_outputs(package, proof))}
+        summary["outputs"] = {
+            e["name"]: a.tolist() for e, a in zip(package.outputs, decode_outputs(package, proof), strict=False)
+        }
     elif visibility["output"] == "hashed":
         n_in, _ = _instance_layout(package)
         summary["output_hash"] = proof.instance_felts[n_in]
@@ -136,7 +144,11 @@ def proven_fields(package: CircuitPackage, proof: Proof) -> dict:
 def input_hash(package: CircuitPackage, inputs: list[np.ndarray]) -> str:
     """Recomputes the Poseidon digest a `hashed`-input proof carries, from the float inputs."""
     scale_of = [entry["scale"] for entry in package.inputs]
-    felts = [ezkl.float_to_felt(float(value), scale) for array, scale in zip(inputs, scale_of) for value in np.ravel(array)]
+    felts = [
+        ezkl.float_to_felt(float(value), scale)
+        for array, scale in zip(inputs, scale_of, strict=False)
+        for value in np.ravel(array)
+    ]
     return ezkl.poseidon_hash(felts)[0]
 
 

@@ -8,10 +8,10 @@ Layout (every file hashed in manifest.json):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
 
 from circuits import srs as srs_trust
 from circuits.domain import DomainError, InputDomain
@@ -44,7 +44,7 @@ class CircuitPackage:
     trusted_srs: frozenset[str] | None = None
 
     @classmethod
-    def load(cls, path: str | Path, check: bool = True, trusted_srs: Iterable[str] | None = None) -> "CircuitPackage":
+    def load(cls, path: str | Path, check: bool = True, trusted_srs: Iterable[str] | None = None) -> CircuitPackage:
         root = Path(path).resolve()
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
@@ -83,15 +83,19 @@ class CircuitPackage:
                 )
         missing = set(FILES.values()) - set(hashes)
         if missing:
-            raise PackageError(f"circuit package {self.name!r}: {MANIFEST} lists no hash for {', '.join(sorted(missing))}")
+            raise PackageError(
+                f"circuit package {self.name!r}: {MANIFEST} lists no hash for {', '.join(sorted(missing))}"
+            )
         computed = model_id_from_hashes(hashes[FILES["vk"]], hashes[FILES["settings"]], hashes[FILES["srs"]])
         if computed != self.model_id:
-            raise PackageError(f"circuit package {self.name!r}: model_id {self.model_id} is not the hash of its "
-                               f"vk.key, settings.json and kzg.srs ({computed})")
+            raise PackageError(
+                f"circuit package {self.name!r}: model_id {self.model_id} is not the hash of its "
+                f"vk.key, settings.json and kzg.srs ({computed})"
+            )
         if self.manifest.get("srs", {}).get("sha256") != hashes[FILES["srs"]]:
             raise PackageError(f"circuit package {self.name!r}: the SRS entry of {MANIFEST} does not match kzg.srs")
         try:
-            self.input_domain
+            _ = self.input_domain  # parsed once here so a damaged domain fails the load, not a request
         except (DomainError, KeyError, TypeError, ValueError) as error:
             raise PackageError(f"circuit package {self.name!r}: bad input_domain in {MANIFEST}: {error}") from None
 
@@ -106,7 +110,7 @@ class CircuitPackage:
 
     @property
     def srs_status(self) -> str:
-        """"dev" (generated locally), "ceremony" (its sha256 is a known ceremony file's) or
+        """ "dev" (generated locally), "ceremony" (its sha256 is a known ceremony file's) or
         "unverified" (any other file): decided from the hash on every load, never read from a flag."""
         entry = self.manifest["srs"]
         return srs_trust.classify(entry.get("source", ""), entry["sha256"], self.trusted_srs)
@@ -164,5 +168,6 @@ class CircuitPackage:
     def describe(self) -> str:
         status = self.srs_status
         srs = {"dev": "INSECURE dev SRS", "unverified": "INSECURE unverified SRS"}.get(
-            status, f"ceremony SRS sha256 {self.manifest['srs']['sha256'][:12]}")
+            status, f"ceremony SRS sha256 {self.manifest['srs']['sha256'][:12]}"
+        )
         return f"{self.name} (model_id {self.model_id[:18]}..., logrows {self.manifest['logrows']}, {srs})"

@@ -51,7 +51,7 @@ class Proof:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "Proof":
+    def from_json(cls, raw: bytes | str) -> Proof:
         try:
             document = json.loads(raw)
             if not isinstance(document["ezkl"], dict) or not isinstance(document.get("meta") or {}, dict):
@@ -67,5 +67,5 @@ class Proof:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Proof":
+    def load(cls, path: str | Path) -> Proof:
         return cls.from_json(Path(path).read_bytes())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import ezkl
 import numpy as np
@@ -26,13 +26,15 @@ def prepare_inputs(package: CircuitPackage, inputs: np.ndarray | Sequence[np.nda
         raise InputError(f"{package.name} takes {len(package.inputs)} input(s), got {len(arrays)}")
     rows = None
     padded = []
-    for array, entry in zip(arrays, package.inputs):
+    for array, entry in zip(arrays, package.inputs, strict=False):
         array = np.asarray(array, dtype=np.float64)
         row_shape = list(entry["shape"][1:])
         if array.ndim == len(row_shape):  # a single row without its batch dimension
             array = array[None, ...]
         if list(array.shape[1:]) != row_shape:
-            raise InputError(f"input {entry['name']!r}: expected rows of shape {row_shape}, got {list(array.shape[1:])}")
+            raise InputError(
+                f"input {entry['name']!r}: expected rows of shape {row_shape}, got {list(array.shape[1:])}"
+            )
         if not np.isfinite(array).all():
             raise InputError(f"input {entry['name']!r} holds NaN or infinite values")
         if rows is not None and array.shape[0] != rows:
@@ -63,14 +65,18 @@ class Prover:
     def witness(self, inputs: np.ndarray | Sequence[np.ndarray], workdir: Path) -> tuple[Path, int]:
         arrays, rows = prepare_inputs(self.package, inputs)
         witness_path = workdir / "witness.json"
-        ezkl.gen_witness(str(write_input_json(arrays, workdir / "input.json")), self._paths["compiled"], str(witness_path))
+        ezkl.gen_witness(
+            str(write_input_json(arrays, workdir / "input.json")), self._paths["compiled"], str(witness_path)
+        )
         return witness_path, rows
 
     def prove(self, inputs: np.ndarray | Sequence[np.ndarray]) -> Proof:
         with tempfile.TemporaryDirectory(prefix="zkserve-prove-") as tmp:
             witness_path, rows = self.witness(inputs, Path(tmp))
             proof_path = Path(tmp) / "proof.json"
-            ezkl.prove(str(witness_path), self._paths["compiled"], self._paths["pk"], str(proof_path), self._paths["srs"])
+            ezkl.prove(
+                str(witness_path), self._paths["compiled"], self._paths["pk"], str(proof_path), self._paths["srs"]
+            )
             data = json.loads(proof_path.read_text())
         # Verification never reads these copies of the proof and its inputs; dropping them
         # leaves no unchecked field for a reader to trust by mistake.
@@ -93,8 +99,9 @@ def verify_proof(package: CircuitPackage, proof: Proof) -> bool:
         proof_path = Path(tmp) / "proof.json"
         proof_path.write_text(json.dumps(proof.data))
         try:
-            valid = bool(ezkl.verify(str(proof_path), str(package.settings_path), str(package.vk_path),
-                                     str(package.srs_path)))
+            valid = bool(
+                ezkl.verify(str(proof_path), str(package.settings_path), str(package.vk_path), str(package.srs_path))
+            )
         except (RuntimeError, ValueError, OSError):  # EZKL raises on a bad proof
             return False
     if valid:

@@ -38,7 +38,12 @@ class CompiledContract:
     deployed_size: int  # runtime code bytes; EIP-170 caps it at 24,576
 
     def to_json(self) -> dict:
-        return {"contractName": self.name, "abi": self.abi, "bytecode": self.bytecode, "deployedSize": self.deployed_size}
+        return {
+            "contractName": self.name,
+            "abi": self.abi,
+            "bytecode": self.bytecode,
+            "deployedSize": self.deployed_size,
+        }
 
 
 def node_modules() -> Path:
@@ -67,7 +72,10 @@ def compile_sources(sources: dict[str, str], optimizer_runs: int | None = 200) -
     }
     done = subprocess.run(
         [node, "-e", _NODE_COMPILE, str(solc_dir)],
-        input=json.dumps(request), capture_output=True, text=True, check=False,
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SolidityError(f"solc-js crashed: {done.stderr.strip()[-2000:]}")

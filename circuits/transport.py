@@ -91,7 +91,7 @@ class PackageRef:
         self.packed = packed_ref  # ray.ObjectRef of pack_package's bytes
 
     @classmethod
-    def publish(cls, package: CircuitPackage) -> "PackageRef":
+    def publish(cls, package: CircuitPackage) -> PackageRef:
         import ray
 
         return cls(package.model_id, ray.put(pack_package(package)))

@@ -13,8 +13,8 @@ import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ezkl
 
@@ -112,11 +112,17 @@ def tune_and_compile(
         if best_trial is not None:
             best = dict(best_trial.knobs)
     if best_trial is None:
-        raise CompileError(f"no candidate stayed within max error {max_error}; "
-                           f"closest: {min((t.max_abs_error for t in trials if t.max_abs_error is not None), default=None)}")
-    table = {"max_error": max_error, "chosen": best_trial.knobs,
-             "trials": [dataclasses.asdict(t) for t in trials]}
-    return compile_model(model.source_path, name, _apply(options, best_trial.knobs), calibration=calibration,
-                         out_dir=out_dir, on_stage=on_stage, manifest_extra={"tuning": table})
-
-
+        raise CompileError(
+            f"no candidate stayed within max error {max_error}; "
+            f"closest: {min((t.max_abs_error for t in trials if t.max_abs_error is not None), default=None)}"
+        )
+    table = {"max_error": max_error, "chosen": best_trial.knobs, "trials": [dataclasses.asdict(t) for t in trials]}
+    return compile_model(
+        model.source_path,
+        name,
+        _apply(options, best_trial.knobs),
+        calibration=calibration,
+        out_dir=out_dir,
+        on_stage=on_stage,
+        manifest_extra={"tuning": table},
+    )

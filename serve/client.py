@@ -50,7 +50,7 @@ class Prediction:
     proof: bytes | None  # the zkserve proof JSON, when attest=sync
 
     @classmethod
-    def from_response(cls, response: oip_pb.ModelInferResponse) -> "Prediction":
+    def from_response(cls, response: oip_pb.ModelInferResponse) -> Prediction:
         decoded = oip.decode_response(response)
         outputs = {t.name: t.data for t in decoded.outputs if t.name != PROOF_TENSOR}
         return cls(outputs, dict(decoded.parameters), oip.proof_of(decoded))

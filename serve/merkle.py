@@ -43,7 +43,7 @@ class MerkleTree:
     levels: tuple[tuple[Hash, ...], ...]
 
     @classmethod
-    def build(cls, leaves: list[Hash]) -> "MerkleTree":
+    def build(cls, leaves: list[Hash]) -> MerkleTree:
         if not leaves:
             raise ValueError("a Merkle tree needs at least one leaf")
         if len(set(leaves)) != len(leaves):

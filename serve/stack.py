@@ -24,9 +24,9 @@ import yaml
 from circuits import CircuitPackage
 from serve.chain.connect import connect
 from serve.chain.keys import child_env
-from serve.security import INSECURE_FLAG
 from serve.chain.registry import Registry
 from serve.lifecycle import PortClaim, check_ports_free, die_with_parent
+from serve.security import INSECURE_FLAG
 from serve.settings import Settings, as_settings
 from serve.verifier.client import VerifierClient
 
@@ -131,9 +131,10 @@ def register_models(settings: Settings, packages: list[CircuitPackage]) -> dict[
         connection.close()
 
 
-def start_attestation(settings: Settings | dict, packages: list[CircuitPackage]) -> VerifierProcess:
+def start_attestation(settings: Settings | dict, packages: list[CircuitPackage],
+                      insecure_no_auth: bool = False) -> VerifierProcess:
     settings = as_settings(settings)
-    verifier = VerifierProcess(settings, packages).start()
+    verifier = VerifierProcess(settings, packages, insecure_no_auth).start()
     try:
         register_models(settings, packages)
     except BaseException:

@@ -8,9 +8,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from circuits import (CircuitPackage, InputError, PackageError, Proof, Prover, decode_inputs, decode_outputs,
-                      proven_fields, proven_rows, verify_proof)
-
+from circuits import (
+    CircuitPackage,
+    InputError,
+    PackageError,
+    Proof,
+    Prover,
+    decode_inputs,
+    decode_outputs,
+    proven_fields,
+    proven_rows,
+    verify_proof,
+)
 from tests.conftest import copy_package
 
 

@@ -10,13 +10,20 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from circuits import CircuitPackage, CompileOptions, Prover, compile_model, decode_outputs, input_hash, \
-    proven_input_hash, verify_proof
+from circuits import (
+    CircuitPackage,
+    CompileOptions,
+    Prover,
+    compile_model,
+    decode_outputs,
+    input_hash,
+    proven_input_hash,
+    verify_proof,
+)
 from circuits.demo import demo_files
 from circuits.demo.build import build
 from circuits.hashing import sha256_file
 from circuits.srs import TRUSTED_ENV
-
 from tests.conftest import ONNX_TEST_DATA, run_cli
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from serve.config import ConfigError, load_config
-
 from serve.ports import free_port
 from tests.conftest import run_cli
 

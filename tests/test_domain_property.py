@@ -15,7 +15,7 @@ from circuits import Prover, decode_outputs, verify_proof
 def _rows_in(domain_entry: dict, shape: list[int]):
     """Rows anywhere in the box: each feature a float between its low and high (ends included)."""
     low, high = domain_entry["low"], domain_entry["high"]
-    features = [st.floats(lo, hi, allow_nan=False, allow_infinity=False) for lo, hi in zip(low, high)]
+    features = [st.floats(lo, hi, allow_nan=False, allow_infinity=False) for lo, hi in zip(low, high, strict=False)]
     return st.tuples(*features).map(lambda values: np.asarray(values, dtype=np.float64).reshape(shape))
 
 

@@ -13,7 +13,6 @@ import pytest
 from onnx import numpy_helper
 
 from circuits import CompileOptions, Prover, compile_model, decode_outputs, verify_proof
-
 from tests.conftest import ONNX_TEST_DATA
 
 # small models, logrows <= 15 each; the first four are at opset 6 (or AveragePool 1), which

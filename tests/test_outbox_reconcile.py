@@ -68,7 +68,8 @@ def test_an_older_outbox_file_gains_the_new_columns(tmp_path):
         instances_hash TEXT NOT NULL, leaf TEXT NOT NULL UNIQUE, proof BLOB, instances TEXT,
         status TEXT NOT NULL DEFAULT 'pending', batch_id INTEGER, merkle_path TEXT, reason TEXT,
         submitted_at REAL NOT NULL, finalized_at REAL);
-        CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, root TEXT, size INTEGER NOT NULL,
+        CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, root TEXT,
+                              size INTEGER NOT NULL,
         model_ids TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'queued', tx_hash TEXT, block_number INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT,
         created_at REAL NOT NULL, confirmed_at REAL);
@@ -80,22 +81,28 @@ def test_an_older_outbox_file_gains_the_new_columns(tmp_path):
     assert batch.model_ids == ["0xaa"] and batch.block_hash is None
 
 
-@pytest.mark.parametrize("reason, kind", [
-    ("contract refused it: DeprecatedModel(0x12)", "DeprecatedModel"),
-    ("contract refused it: ProofRejected(0x12)", "ProofRejected"),
-    ("something odd: !!", "other"),
-])
+@pytest.mark.parametrize(
+    "reason, kind",
+    [
+        ("contract refused it: DeprecatedModel(0x12)", "DeprecatedModel"),
+        ("contract refused it: ProofRejected(0x12)", "ProofRejected"),
+        ("something odd: !!", "other"),
+    ],
+)
 def test_reason_kind(reason, kind):
     assert reason_kind(reason) == kind
 
 
-@pytest.mark.parametrize("insecure, chain_id, local, allow, refused", [
-    (False, 1, False, False, False),  # a ceremony SRS goes anywhere
-    (True, 31337, True, False, False),  # the local anvil zkserve starts
-    (True, 31337, False, False, True),  # an anvil given by URL is someone's chain
-    (True, 1, False, False, True),
-    (True, 1, False, True, False),  # explicitly allowed
-])
+@pytest.mark.parametrize(
+    "insecure, chain_id, local, allow, refused",
+    [
+        (False, 1, False, False, False),  # a ceremony SRS goes anywhere
+        (True, 31337, True, False, False),  # the local anvil zkserve starts
+        (True, 31337, False, False, True),  # an anvil given by URL is someone's chain
+        (True, 1, False, False, True),
+        (True, 1, False, True, False),  # explicitly allowed
+    ],
+)
 def test_insecure_srs_refusal(insecure, chain_id, local, allow, refused):
     package = SimpleNamespace(insecure=insecure, name="demo-mlp")
     message = insecure_srs_refusal(package, chain_id, local, allow)
@@ -111,8 +118,15 @@ def test_a_failed_reconciliation_is_retried_soon_not_on_every_step(tmp_path):
     def down():
         raise ChainUnavailable("http://node unreachable")
 
-    reconciler = Reconciler(Outbox(tmp_path / "o.sqlite"), chain=None, registry=down, refresh_registry=down,
-                            package_of=down, state_dir=tmp_path, interval_s=30)
+    reconciler = Reconciler(
+        Outbox(tmp_path / "o.sqlite"),
+        chain=None,
+        registry=down,
+        refresh_registry=down,
+        package_of=down,
+        state_dir=tmp_path,
+        interval_s=30,
+    )
     assert reconciler.due()
     with pytest.raises(ChainUnavailable):
         reconciler.run()
@@ -127,11 +141,21 @@ def test_a_lost_registration_without_the_registrar_role_is_reported(tmp_path):
 
     from serve.verifier.reconcile import Reconciler
 
-    registry = Fake(address="0xREG", is_registered=lambda _: False, is_deprecated=lambda _: False,
-                    has_role=lambda role, account: role == "anchorer")
+    registry = Fake(
+        address="0xREG",
+        is_registered=lambda _: False,
+        is_deprecated=lambda _: False,
+        has_role=lambda role, account: role == "anchorer",
+    )
     chain = Fake(address="0xANCHORER", chain_id=lambda: 1)
-    reconciler = Reconciler(Outbox(tmp_path / "o.sqlite"), chain, lambda: registry, lambda: registry,
-                            package_of=lambda _: pytest.fail("must not register without the role"), state_dir=tmp_path)
+    reconciler = Reconciler(
+        Outbox(tmp_path / "o.sqlite"),
+        chain,
+        lambda: registry,
+        lambda: registry,
+        package_of=lambda _: pytest.fail("must not register without the role"),
+        state_dir=tmp_path,
+    )
     problem = reconciler.register_again("0xaa")
     assert "lacks the registrar role" in problem and "0xANCHORER" in problem
     registry.is_deprecated = lambda _: True

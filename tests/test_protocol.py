@@ -243,16 +243,20 @@ def test_rest_bounds_before_allocating():
 # --- validation against the model -------------------------------------------------------------
 SPEC = ModelSpec(name="m", package_root="/nowhere", model_id="0x1", inputs=(TensorSpec("x", (4,), "float32"),),
                  outputs=(TensorSpec("y", (2,), "float32"),), circuit_batch_size=1, tolerance=0.1, visibility={},
-                 insecure_srs=True, input_domain=InputDomain("m", {"x": InputRange(np.full(4, -1.0), np.full(4, 1.0), "explicit", 0.0)}))
+                 insecure_srs=True,
+                 input_domain=InputDomain("m", {"x": InputRange(np.full(4, -1.0), np.full(4, 1.0), "explicit", 0.0)}))
 
 
-@pytest.mark.parametrize("tensor, words", [
-    (Tensor("x", "FP32", np.zeros((1, 3), np.float32)), "shape"),
-    (Tensor("x", "FP64", np.zeros((1, 4), np.float64)), "datatype FP64"),
-    (Tensor("z", "FP32", np.zeros((1, 4), np.float32)), "no input named"),
-    (Tensor("x", "FP32", np.full((1, 4), np.nan, np.float32)), "NaN"),
-    (Tensor("x", "FP32", np.zeros((0, 4), np.float32)), "batch>=1"),
-])
+@pytest.mark.parametrize(
+    "tensor, words",
+    [
+        (Tensor("x", "FP32", np.zeros((1, 3), np.float32)), "shape"),
+        (Tensor("x", "FP64", np.zeros((1, 4), np.float64)), "datatype FP64"),
+        (Tensor("z", "FP32", np.zeros((1, 4), np.float32)), "no input named"),
+        (Tensor("x", "FP32", np.full((1, 4), np.nan, np.float32)), "NaN"),
+        (Tensor("x", "FP32", np.zeros((0, 4), np.float32)), "batch>=1"),
+    ],
+)
 def test_inputs_checked_against_the_model(tensor, words):
     with pytest.raises(errors.InvalidArgument, match=words):
         check_inputs(request_with(tensor), SPEC)
@@ -324,9 +328,11 @@ def test_property_rest_round_trip_of_text_and_numbers(tensor):
 @given(st.binary(max_size=200))
 def test_property_garbage_never_crashes_the_decoders(blob):
     """Arbitrary bytes are either a request or a ServeError, never another exception."""
-    for decode in (lambda: oip.decode_request(oip_pb.ModelInferRequest.FromString(blob)),
-                   lambda: native.decode_predict(pb.PredictRequest.FromString(blob)),
-                   lambda: rest.decode_request(blob, "m")):
+    for decode in (
+        lambda: oip.decode_request(oip_pb.ModelInferRequest.FromString(blob)),
+        lambda: native.decode_predict(pb.PredictRequest.FromString(blob)),
+        lambda: rest.decode_request(blob, "m"),
+    ):
         try:
             decode()
         except errors.ServeError:

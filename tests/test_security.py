@@ -15,8 +15,18 @@ import pytest
 from serve.chain.keys import ANVIL_DEV_KEY, KEY_ENV, SigningKeyError, child_env, load_signer
 from serve.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from serve.security import (
-    ANONYMOUS, Guard, InsecureBind, InsecureFile, KeyStore, KeyStoreError, QueuedProofs, is_loopback, redact,
-    redact_url, register_secret_url, require_safe_bind,
+    ANONYMOUS,
+    Guard,
+    InsecureBind,
+    InsecureFile,
+    KeyStore,
+    KeyStoreError,
+    QueuedProofs,
+    is_loopback,
+    redact,
+    redact_url,
+    register_secret_url,
+    require_safe_bind,
 )
 from serve.security.redact import install_log_redaction
 from tests.conftest import REPO, run_cli

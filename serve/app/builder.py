@@ -73,8 +73,21 @@ def _apply_overrides(deployment, options: dict, overrides: dict[str, dict]):
     return deployment.options(**merged)
 
 
-def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visible: bool = False):
-    """The bound application."""
+def _security(zkserve: dict, insecure_no_auth: bool) -> dict:
+    """What the ingress needs to guard its ports; the key store's path resolved."""
+    from serve.security import keys_path
+
+    ingress = zkserve["ingress"]
+    return {"auth_enabled": bool(ingress["auth_enabled"]), "insecure_no_auth": bool(insecure_no_auth),
+            "keys_file": str(keys_path(zkserve["state_dir"], ingress["keys_file"])),
+            "requests_per_s": float(ingress["requests_per_s"]), "burst_s": float(ingress["burst_s"]),
+            "tls_cert_file": ingress.get("tls_cert_file"), "tls_key_file": ingress.get("tls_key_file")}
+
+
+def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visible: bool = False,
+              insecure_no_auth: bool = False, verifier_token: str | None = None):
+    """The bound application. ``verifier_token``: the API key the app submits proofs with when
+    the verifier asks for one (``zkserve up`` makes it)."""
     overrides = overrides or {}
     serving, ingress = zkserve["serving"], zkserve["ingress"]
     AttestMode.parse(serving["default_attest"])  # a typo fails here, naming the choices
@@ -105,6 +118,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
         "max_batch_size": serving["max_batch_size"], "ort_threads": serving.get("ort_threads"),
         "max_queued_proofs": serving.get("max_queued_proofs", 1024),
         "proofs_dir": str(Path(zkserve["state_dir"]) / "proofs"), "verifier_target": verifier,
+        "verifier_client": {"token": verifier_token, "root_cert": zkserve["verifier"].get("tls_cert_file")},
+        "security": _security(zkserve, insecure_no_auth),
         # jobs in flight per model = what its prover replicas take at once (max_ongoing x replicas)
         "proofs_in_flight": {name: _prover_options(serving, spec, env)["max_ongoing_requests"]
                              * max(1, int(serving["prover_replicas"])) for name, spec in specs.items()},
@@ -134,12 +149,13 @@ def deployment_overrides(document: dict) -> dict[str, dict]:
     return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in applications[0].get("deployments") or []}
 
 
-def start(document: dict) -> DeploymentHandle:
+def start(document: dict, insecure_no_auth: bool = False, verifier_token: str | None = None) -> DeploymentHandle:
     """Starts Serve with direct ingress and deploys the app; Ray must be initialised."""
     import ray
 
     gpus_visible = ray.cluster_resources().get("GPU", 0) > 0
-    app = build_app(document["zkserve"], deployment_overrides(document), gpus_visible)
+    app = build_app(document["zkserve"], deployment_overrides(document), gpus_visible, insecure_no_auth,
+                    verifier_token)
     # No Ray proxy: the ingress replica serves gRPC and REST itself (serve.app.direct).
     serve.start(http_options=http_options(document), proxy_location="Disabled",
                 controller_options={"runtime_env": {"env_vars": _env(document["zkserve"])}})

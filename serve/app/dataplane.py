@@ -7,7 +7,7 @@ attested rows to the proof service.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
 

@@ -49,11 +49,14 @@ def keep_replica_servers_local() -> None:
     replica.add_port_to_grpc_server = add_port_to_grpc_server
 
 
-async def start_grpc_server(servicer, host: str, port: int, max_message_bytes: int):
+async def start_grpc_server(servicer, host: str, port: int, max_message_bytes: int, credentials=None,
+                            reflection_on: bool = True):
     """The app's gRPC services in this (ingress) process, bound to ``host:port`` only.
 
     ``servicer`` implements inference.GRPCInferenceService, zkserve.v1.Attestation and
-    grpc.health.v1.Health (method names are unique across the three); reflection lists them.
+    grpc.health.v1.Health (method names are unique across the three); reflection lists them
+    when ``reflection_on`` (the caller turns it off with authentication: the servicer's own
+    guard does not see reflection calls). ``credentials``: TLS only, else plaintext.
     """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -69,13 +72,15 @@ async def start_grpc_server(servicer, host: str, port: int, max_message_bytes: i
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     attestation_pb2_grpc.add_AttestationServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection([
-        grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-        attestation_pb2.DESCRIPTOR.services_by_name["Attestation"].full_name,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    if reflection_on:
+        reflection.enable_server_reflection([
+            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            attestation_pb2.DESCRIPTOR.services_by_name["Attestation"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
     address = f"[{host}]:{port}" if _is_ipv6(host) else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = (server.add_secure_port(address, credentials) if credentials is not None
+                 else server.add_insecure_port(address))
     except RuntimeError:
         bound = 0
     if not bound:
@@ -91,11 +96,13 @@ def _is_ipv6(host: str) -> bool:
         return False
 
 
-async def start_rest_server(handler, host: str, port: int):
+async def start_rest_server(handler, host: str, port: int, tls_cert_file: str | None = None,
+                            tls_key_file: str | None = None):
     """KServe v2 REST in this (ingress) process: uvicorn on a socket bound to ``host:port``.
 
     On the same event loop as the gRPC methods. ``handler`` takes a starlette Request and
-    returns a starlette Response. Returns the uvicorn server (``should_exit`` stops it).
+    returns a starlette Response. With a certificate and key the port speaks HTTPS only.
+    Returns the uvicorn server (``should_exit`` stops it).
     """
     import asyncio
     import socket
@@ -120,7 +127,8 @@ async def start_rest_server(handler, host: str, port: int):
                            f"(zkserve.ingress.http_port; is another process using it?)") from None
     sock.listen(1024)
     sock.setblocking(False)
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=75)
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=75,
+                            ssl_certfile=tls_cert_file, ssl_keyfile=tls_key_file)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # the replica owns signals
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class BatchedModel:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                for (_, _, future), result in zip(batch, results):
+                for (_, _, future), result in zip(batch, results, strict=False):
                     if not future.done():
                         future.set_result(result)
         finally:
@@ -83,5 +83,5 @@ class BatchedModel:
         if self.observe is not None:
             self.observe(self._last_run_ms, sum(rows))
         bounds = np.cumsum([0, *rows])
-        return [{name: np.asarray(result[start:end]) for name, result in zip(self.output_names, results)}
-                for start, end in zip(bounds[:-1], bounds[1:])]
+        return [{name: np.asarray(result[start:end]) for name, result in zip(self.output_names, results, strict=False)}
+                for start, end in zip(bounds[:-1], bounds[1:], strict=False)]

@@ -44,6 +44,7 @@ from serve.errors import (
 )
 from serve.protocol import native, oip, rest
 from serve.protocol.types import PROOF_TENSOR, AttestMode, Limits, ProofStatus
+from serve.security import Guard, require_safe_bind, tls
 
 logger = logging.getLogger("ray.serve")
 SERVED_SERVICES = ("", "inference.GRPCInferenceService", "zkserve.v1.Attestation")
@@ -136,6 +137,11 @@ ROUTES = [
     ("GET", re.compile(r"^/v2/proofs/(?P<proof_id>[^/]+)$"), "rest_proof"),
 ]
 OPEN_ROUTES = {"rest_live", "rest_ready"}
+# method name -> the full gRPC path the guard's rights table is keyed by (names are unique)
+GRPC_PATHS = {method.name: f"/{service.full_name}/{method.name}"
+              for service in (oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+                              pb.DESCRIPTOR.services_by_name["Attestation"])
+              for method in service.methods}
 
 
 @serve.deployment(max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
@@ -157,11 +163,22 @@ class Ingress:
             self._providers = {name: model.providers() for name, model in self.models.items()}
             infer = {name: model.predict for name, model in self.models.items()}
         self.proofs = ProofService(settings["proofs_dir"], specs, provers, int(settings["max_queued_proofs"]),
-                                   settings.get("verifier_target"), settings.get("proofs_in_flight"))
+                                   settings.get("verifier_target"), settings.get("proofs_in_flight"),
+                                   settings.get("verifier_client"))
         self.plane = DataPlane(specs, infer, self.proofs, AttestMode(settings["default_attest"]))
         await self.proofs.requeue_unfinished()
-        self._grpc = await start_grpc_server(self, settings["host"], int(settings["port"]), self.limits.max_bytes)
-        self._rest = await start_rest_server(self.handle_rest, settings["host"], int(settings["http_port"]))
+        security = settings["security"]
+        # again here, not only in `up`: `serve deploy` of app_builder reaches this without `up`
+        require_safe_bind(settings["host"], security["auth_enabled"], security["insecure_no_auth"],
+                          "ingress.auth_enabled", "the gRPC and REST ingress")
+        self.guard = Guard.from_settings(security["auth_enabled"], security["keys_file"],
+                                         security["requests_per_s"], security["burst_s"])
+        self.guard.check_store()
+        cert, key = security["tls_cert_file"], security["tls_key_file"]
+        credentials = tls.credentials_for(security, "ingress")
+        self._grpc = await start_grpc_server(self, settings["host"], int(settings["port"]), self.limits.max_bytes,
+                                             credentials, reflection_on=not security["auth_enabled"])
+        self._rest = await start_rest_server(self.handle_rest, settings["host"], int(settings["http_port"]), cert, key)
 
     async def __del__(self):
         """Ray Serve calls this on a graceful stop: finish calls in flight (briefly), free the ports."""
@@ -173,12 +190,16 @@ class Ingress:
             self.proofs.close()
     # === auth ======================================================================================
     def admit(self, context, method: str) -> None:
-        """Where authentication and quotas go, once per call before any adapter (health stays open).
-
-        AUTH CALL SITE: the lead wires serve.security here at merge:
-            principal = self.guard.authenticate(metadata, method); self.guard.admit(principal, method)
-        ``context`` is the gRPC context (``invocation_metadata()``) or the HTTP request (``headers``).
-        """
+        """Authentication, the method's right and the key's quota: once per call, before any
+        adapter (health stays open). ``context`` is the gRPC context or the HTTP request."""
+        if hasattr(context, "invocation_metadata"):
+            metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            path = GRPC_PATHS.get(method, method)
+        else:
+            metadata = {k.lower(): v for k, v in context.headers.items()}
+            path = context.url.path
+        principal = self.guard.authenticate(metadata, path)
+        self.guard.admit(principal, method)
 
     # === inference.GRPCInferenceService ============================================================
     @grpc_method(oip_pb.ServerLiveResponse, open_to_all=True)

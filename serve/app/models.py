@@ -48,7 +48,7 @@ class ModelSpec:
     input_domain: InputDomain  # attested rows outside it are refused before proving
 
     @classmethod
-    def from_package(cls, package: CircuitPackage) -> "ModelSpec":
+    def from_package(cls, package: CircuitPackage) -> ModelSpec:
         def specs(entries: list[dict]) -> tuple[TensorSpec, ...]:
             return tuple(TensorSpec(e["name"], tuple(int(d) for d in e["shape"][1:]), str(e["dtype"])) for e in entries)
 

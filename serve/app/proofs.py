@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping
 
 from serve.app import metrics
 from serve.app.models import ModelSpec
@@ -27,12 +27,14 @@ PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, 
 
 class ProofService:
     def __init__(self, root: str, specs: Mapping[str, ModelSpec], provers: Mapping[str, object],
-                 max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None):
+                 max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None,
+                 verifier_client: Mapping | None = None):
         self.files = ProofFiles(root)
         self.specs = specs
         self.provers = provers  # model -> DeploymentHandle of its Prover
         self.max_queued = int(max_queued)
         self.verifier_target = verifier_target
+        self.verifier_client = dict(verifier_client or {})  # VerifierClient's token and root_cert
         self.records: dict[str, ProofRecord] = {r.proof_id: r for r in self.files.load_records()}
         for proof_id, (record, _) in self.files.logged_jobs().items():
             if proof_id in self.records and self.records[proof_id].status.finished:
@@ -126,7 +128,7 @@ class ProofService:
         try:
             proof = Proof.from_json(proof_json)
             if self._verifier is None:
-                self._verifier = VerifierClient(self.verifier_target)
+                self._verifier = VerifierClient(self.verifier_target, **self.verifier_client)
             await asyncio.to_thread(self._verifier.submit, self.specs[model].model_id, proof)
             metrics.proofs_submitted().inc(tags=tags | {"result": "accepted"})
         except Exception as error:  # noqa: BLE001 - the verifier being down must not fail inference
@@ -164,7 +166,7 @@ class ProofService:
         async with self._condition():
             try:
                 await asyncio.wait_for(self._condition().wait_for(moved), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.get(proof_id)
 

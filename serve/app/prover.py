@@ -99,7 +99,7 @@ class Prover:
     def _decode(self, proof) -> dict[str, np.ndarray] | None:
         if self.spec.visibility.get("output") != "public":
             return None  # hashed/private outputs cannot be read back as numbers
-        return {t.name: array for t, array in zip(self.spec.outputs, decode_outputs(self.package, proof))}
+        return {t.name: array for t, array in zip(self.spec.outputs, decode_outputs(self.package, proof), strict=False)}
 
     def _check(self, job: ProofJob, proof, proof_json: bytes, proven: dict[str, np.ndarray] | None,
                offset: int) -> ProofOutcome:

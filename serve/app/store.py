@@ -37,7 +37,7 @@ class ProofJob:
         return {"inputs": encode(self.inputs), "outputs": encode(self.outputs)}
 
     @classmethod
-    def from_json(cls, proof_id: str, model: str, document: dict) -> "ProofJob":
+    def from_json(cls, proof_id: str, model: str, document: dict) -> ProofJob:
         def decode(arrays: dict) -> dict[str, np.ndarray]:
             return {name: np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape)
                     for name, (dtype, shape, data) in arrays.items()}

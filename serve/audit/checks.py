@@ -57,7 +57,8 @@ def package_facts(package: CircuitPackage | None, where: str, expected_model_id:
             )
         )
         facts.append(
-            Fact("model_id", package.model_id, VERIFIED, "sha256(vk.key) recomputed; equals the manifest's model_id")
+            Fact("model_id", package.model_id, VERIFIED,
+                 "sha256 over the hashes of vk.key, settings.json and kzg.srs recomputed; equals the manifest's")
         )
     except PackageError as error:
         facts.append(Fact("Package integrity", "changed after compile", FAILED, str(error)))
@@ -85,23 +86,17 @@ def package_facts(package: CircuitPackage | None, where: str, expected_model_id:
 
 
 def srs_fact(package: CircuitPackage) -> Fact:
-    srs = package.manifest.get("srs", {})
-    digest = srs.get("sha256", "")
-    if package.insecure:
-        return Fact(
-            "SRS",
-            "INSECURE dev SRS",
-            WARNING,
-            f"manifest srs.insecure = true; kzg.srs sha256 {short(digest)} re-hashed with the package: "
-            f"generated locally, whoever generated it can forge proofs that verify",
-        )
-    return Fact(
-        "SRS",
-        "unverified SRS",
-        WARNING,
-        f"kzg.srs sha256 {digest} (re-hashed with the package) from {srs.get('source', '?')}: zkserve keeps "
-        f"no list of public ceremony files, so whether it is one must be checked by hand",
-    )
+    """The SRS status is decided from kzg.srs's hash now (``package.srs_status``), never read from a flag."""
+    from circuits import srs as srs_trust
+
+    digest = package.manifest.get("srs", {}).get("sha256", "")
+    status = package.srs_status
+    if status == srs_trust.CEREMONY:
+        return Fact("SRS", "ceremony SRS", VERIFIED,
+                    f"kzg.srs sha256 {short(digest)} re-hashed with the package: on the list of known ceremony files")
+    label = "INSECURE dev SRS" if status == srs_trust.DEV else "INSECURE unverified SRS"
+    return Fact("SRS", label, WARNING, f"kzg.srs sha256 {short(digest)} re-hashed with the package: "
+                                       f"{srs_trust.NOTES[status]}")
 
 
 def registry_facts(
@@ -216,7 +211,7 @@ def check_one_proof(package: CircuitPackage | None, proof: Proof, expected_hash:
     started = time.perf_counter()
     verdict = check_proof(package, proof)
     verify_ms = (time.perf_counter() - started) * 1000
-    how = f"ezkl.verify with vk.key sha256 {short(package.model_id, 26)} at {now_iso()} ({verify_ms:.0f} ms)"
+    how = f"ezkl.verify with the key of model {short(package.model_id, 26)} at {now_iso()} ({verify_ms:.0f} ms)"
     if verdict.valid:
         facts.append(Fact("Proof", "verified", VERIFIED, how))
     else:
@@ -250,7 +245,7 @@ def _tensors(
         if visibility["input"] == "public":
             inputs = tuple(
                 _table(entry["name"], array, note, status)
-                for entry, array in zip(package.inputs, decode_inputs(package, proof))
+                for entry, array in zip(package.inputs, decode_inputs(package, proof), strict=False)
             )
         elif visibility["input"] == "hashed":
             inputs = (
@@ -274,7 +269,8 @@ def _tensors(
             )
         if visibility["output"] == "public":
             proven = decode_outputs(package, proof)
-            outputs = tuple(_table(entry["name"], array, note, status) for entry, array in zip(package.outputs, proven))
+            outputs = tuple(_table(entry["name"], array, note, status)
+                            for entry, array in zip(package.outputs, proven, strict=False))
         elif visibility["output"] == "hashed":
             n_in, _ = _instance_layout(package)
             outputs = (

@@ -281,10 +281,10 @@ def _check_job_proofs(
                     continue
                 diff = max(
                     float(np.max(np.abs(np.ravel(row[name]) - np.ravel(array[index])), initial=0.0))
-                    for name, array in zip(output_names, checked.proven_outputs)
+                    for name, array in zip(output_names, checked.proven_outputs, strict=False)
                 )
                 counters["rows_match" if diff <= package.tolerance else "rows_differ"] += 1
-                for name, array in zip(output_names, checked.proven_outputs):
+                for name, array in zip(output_names, checked.proven_outputs, strict=False):
                     outputs[name].append(np.ravel(array[index]))
         chain_status, chain_ok = _proof_chain_status(context, chain, problem, proof, package)
         counters[chain_ok] += 1
@@ -306,7 +306,7 @@ def _check_job_proofs(
                 "Proofs re-verified",
                 counters["verified"],
                 total,
-                f"ezkl.verify of each proof file under vk.key sha256 "
+                f"ezkl.verify of each proof file with the key of model "
                 f"{short(package.model_id, 26) if package else '?'} at {now_iso()}",
                 unchecked=package is None,
             )
@@ -472,7 +472,7 @@ def _latency_plot(proofs: dict) -> Plot:
     ]
     times = sorted(proofs["commit_times"])
     if len(times) > 1:
-        gaps = [(later - earlier) * 1000 for earlier, later in zip(times, times[1:])]
+        gaps = [(later - earlier) * 1000 for earlier, later in zip(times, times[1:], strict=False)]
         series.append(
             Series(
                 "time between proof files written (ms, file mtimes)",

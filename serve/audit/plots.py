@@ -78,7 +78,7 @@ def render_svg(plot: Plot) -> str:
         colour = COLOURS[index % len(COLOURS)]
         if plot.kind == "histogram":
             width = (sx(series.x[1]) - sx(series.x[0])) if len(series.x) > 1 else inner_w / 2
-            for x, y in zip(series.x, series.y):
+            for x, y in zip(series.x, series.y, strict=False):
                 if y <= 0:
                     continue
                 parts.append(
@@ -86,11 +86,11 @@ def render_svg(plot: Plot) -> str:
                     f'height="{sy(0) - sy(y):.1f}" fill="{colour}" fill-opacity="0.55"/>'
                 )
         else:
-            points = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(series.x, series.y))
+            points = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(series.x, series.y, strict=False))
             parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
             parts += [
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>'
-                for x, y in zip(series.x, series.y)
+                for x, y in zip(series.x, series.y, strict=False)
             ]
         legend_y = HEIGHT + 14 + 20 * index
         parts.append(

@@ -37,7 +37,9 @@ def anvil_binary() -> Path:
 def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
     """The chain id a JSON-RPC endpoint reports, or None when nothing answers."""
     try:
-        reply = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout)
+        reply = requests.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout
+        )
         return int(reply.json()["result"], 16)
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
@@ -46,8 +48,15 @@ def rpc_chain_id(url: str, timeout: float = 1.0) -> int | None:
 class AnvilProcess:
     """One anvil child process; ``start()`` returns once it answers JSON-RPC."""
 
-    def __init__(self, state_file: Path, host: str = "127.0.0.1", port: int = 8545, chain_id: int = 31337,
-                 log_file: Path | None = None, state_interval_s: int = 1):
+    def __init__(
+        self,
+        state_file: Path,
+        host: str = "127.0.0.1",
+        port: int = 8545,
+        chain_id: int = 31337,
+        log_file: Path | None = None,
+        state_interval_s: int = 1,
+    ):
         self.state_file = Path(state_file)
         self.host, self.port, self.chain_id = host, port, chain_id
         self.log_file = Path(log_file) if log_file else self.state_file.with_suffix(".log")
@@ -62,7 +71,7 @@ class AnvilProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout_s: float = 30.0) -> "AnvilProcess":
+    def start(self, timeout_s: float = 30.0) -> AnvilProcess:
         binary = anvil_binary()
         if not binary.exists():
             raise AnvilError(f"anvil not found at {binary}; run `npm ci` in the repository root")
@@ -70,13 +79,27 @@ class AnvilProcess:
             raise AnvilError(f"something already answers JSON-RPC at {self.url}; pick another chain.anvil_port")
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            str(binary), "--host", self.host, "--port", str(self.port), "--chain-id", str(self.chain_id),
-            "--state", str(self.state_file), "--state-interval", str(self.state_interval_s),
+            str(binary),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
+            "--state",
+            str(self.state_file),
+            "--state-interval",
+            str(self.state_interval_s),
         ]
         with open(self.log_file, "ab") as log_stream:
             # SIGTERM (anvil then dumps its state) when the process that started it dies, even by SIGKILL
-            self._process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             preexec_fn=die_with_parent())
+            self._process = subprocess.Popen(
+                command,
+                stdout=log_stream,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -105,7 +128,7 @@ class AnvilProcess:
             os.kill(self._process.pid, signal.SIGKILL)
             self._process.wait()
 
-    def __enter__(self) -> "AnvilProcess":
+    def __enter__(self) -> AnvilProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -97,7 +97,9 @@ class ChainClient:
         register_secret_url(rpc_url)
         self._signer = signer
         # Retries are the outbox's job (with backoff and persistence); web3's own would hide outages.
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None))
+        self.w3 = Web3(
+            Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
+        )
         self._chain_id: int | None = None
 
     def __repr__(self) -> str:
@@ -141,12 +143,18 @@ class ChainClient:
     def build_and_sign(self, call, nonce: int, abi: list, value: int = 0) -> SignedTx:
         """Estimates gas (raising TxReverted when the call would revert), fills fees, signs."""
         try:
-            tx = self.rpc(lambda: call.build_transaction({"from": self.address, "nonce": nonce, "chainId": self.chain_id(), "value": value}))
+            tx = self.rpc(
+                lambda: call.build_transaction(
+                    {"from": self.address, "nonce": nonce, "chainId": self.chain_id(), "value": value}
+                )
+            )
         except ContractLogicError as error:
             raise TxReverted(revert_reason(error, abi)) from None
         tx["gas"] = int(tx["gas"] * GAS_MARGIN)
         signed = self._signer.sign_transaction(tx)
-        return SignedTx(tx_hash="0x" + signed.hash.hex().removeprefix("0x"), raw=bytes(signed.raw_transaction), nonce=nonce)
+        return SignedTx(
+            tx_hash="0x" + signed.hash.hex().removeprefix("0x"), raw=bytes(signed.raw_transaction), nonce=nonce
+        )
 
     def sign_deploy(self, abi: list, bytecode: str, args: tuple, nonce: int) -> SignedTx:
         factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
@@ -182,7 +190,9 @@ class ChainClient:
         """Broadcasts and waits for the receipt; raises TxReverted for a failed one."""
         self.broadcast(signed)
         try:
-            receipt = self.rpc(lambda: self.w3.eth.wait_for_transaction_receipt(signed.tx_hash, timeout=timeout_s, poll_latency=0.1))
+            receipt = self.rpc(
+                lambda: self.w3.eth.wait_for_transaction_receipt(signed.tx_hash, timeout=timeout_s, poll_latency=0.1)
+            )
         except TimeExhausted:
             raise ChainUnavailable(f"no receipt for {signed.tx_hash} within {timeout_s:.0f} s") from None
         if receipt["status"] != 1:

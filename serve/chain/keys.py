@@ -10,8 +10,8 @@ others can read is refused.
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount

@@ -65,7 +65,7 @@ class Registry:
 
     @classmethod
     def ensure(cls, chain: ChainClient, state_dir: Path, registrar: str | None = None,
-               anchorer: str | None = None) -> "Registry":
+               anchorer: str | None = None) -> Registry:
         """The registry recorded for this chain, deploying it when missing (or when the chain
         was reset and the recorded address holds no code). A new registry is owned by the
         deploying key; the registrar and anchorer roles go to the given accounts (default:
@@ -80,8 +80,12 @@ class Registry:
             return cls(chain, recorded, compiled.abi)
         if recorded:
             log.warning("registry %s has no code on chain %d (chain reset?); deploying a new one", recorded, chain_id)
-        address, receipt = chain.deploy(compiled.abi, compiled.bytecode, to_checksum_address(registrar or chain.address),
-                                        to_checksum_address(anchorer or chain.address))
+        address, receipt = chain.deploy(
+            compiled.abi,
+            compiled.bytecode,
+            to_checksum_address(registrar or chain.address),
+            to_checksum_address(anchorer or chain.address),
+        )
         deployments.update(chain_id, registry=address, registry_block=receipt["blockNumber"], models={})
         log.info("deployed %s at %s on chain %d", REGISTRY, address, chain_id)
         return cls(chain, address, compiled.abi)
@@ -98,11 +102,19 @@ class Registry:
         return self._read(self.contract.functions.isDeprecated(to_bytes32(model_id)))
 
     def model(self, model_id: str | bytes) -> dict:
-        (registered_at, deprecated_at, anchored_rows, verifier, rows_per_proof, registrar, attested_rows,
-         uri) = self._read(self.contract.functions.models(to_bytes32(model_id)))
-        return {"verifier": verifier, "registrar": registrar, "registered_at": registered_at,
-                "deprecated_at": deprecated_at, "rows_per_proof": rows_per_proof, "metadata_uri": uri,
-                "anchored_rows": anchored_rows, "attested_rows": attested_rows}
+        (registered_at, deprecated_at, anchored_rows, verifier, rows_per_proof, registrar, attested_rows, uri) = (
+            self._read(self.contract.functions.models(to_bytes32(model_id)))
+        )
+        return {
+            "verifier": verifier,
+            "registrar": registrar,
+            "registered_at": registered_at,
+            "deprecated_at": deprecated_at,
+            "rows_per_proof": rows_per_proof,
+            "metadata_uri": uri,
+            "anchored_rows": anchored_rows,
+            "attested_rows": attested_rows,
+        }
 
     def usage(self, model_id: str | bytes) -> dict:
         """Rows proven for the model, as the chain counts them now."""
@@ -110,8 +122,15 @@ class Registry:
         return {"anchored_rows": anchored, "attested_rows": attested}
 
     def attestation(self, proof_hash: str | bytes) -> dict:
-        model_id, instances_hash, submitter, block = self._read(self.contract.functions.attestations(to_bytes32(proof_hash)))
-        return {"model_id": hex32(model_id), "instances_hash": hex32(instances_hash), "submitter": submitter, "block_number": block}
+        model_id, instances_hash, submitter, block = self._read(
+            self.contract.functions.attestations(to_bytes32(proof_hash))
+        )
+        return {
+            "model_id": hex32(model_id),
+            "instances_hash": hex32(instances_hash),
+            "submitter": submitter,
+            "block_number": block,
+        }
 
     def anchor_info(self, root: str | bytes) -> dict:
         """Who anchored the root (their word that the batch verified), in which block."""
@@ -119,7 +138,9 @@ class Registry:
         return {"anchorer": anchorer, "block_number": block, "count": count}
 
     def is_anchored(self, leaf: str | bytes, path: list, root: str | bytes) -> bool:
-        return self._read(self.contract.functions.isAnchored(to_bytes32(leaf), [to_bytes32(p) for p in path], to_bytes32(root)))
+        return self._read(
+            self.contract.functions.isAnchored(to_bytes32(leaf), [to_bytes32(p) for p in path], to_bytes32(root))
+        )
 
     def has_role(self, role: str, account: str) -> bool:
         """``role`` is one of ``ROLES``: owner, registrar, anchorer."""
@@ -135,13 +156,20 @@ class Registry:
 
     def anchor_call(self, root: bytes, count: int, model_ids: list, rows: list[int]):
         """``rows[i]``: the rows the batch proves for ``model_ids[i]`` (the anchorer's statement)."""
-        return self.contract.functions.anchor(to_bytes32(root), count, [to_bytes32(m) for m in model_ids],
-                                              [int(r) for r in rows])
+        return self.contract.functions.anchor(
+            to_bytes32(root), count, [to_bytes32(m) for m in model_ids], [int(r) for r in rows]
+        )
 
     # ---- set-up transactions ----
 
-    def register_model(self, package, state_dir: Path, metadata_uri: str | None = None,
-                       allow_insecure_srs: bool = False, local_chain: bool = True) -> dict:
+    def register_model(
+        self,
+        package,
+        state_dir: Path,
+        metadata_uri: str | None = None,
+        allow_insecure_srs: bool = False,
+        local_chain: bool = True,
+    ) -> dict:
         """Deploys the package's EZKL verifier and binds it to ``package.model_id``; a model
         already registered is returned as it is (registration happens once). An insecure-SRS
         package is refused (InsecureSrsRefused) off the local anvil unless allowed."""
@@ -153,7 +181,12 @@ class Registry:
         chain_id = self.chain.chain_id()
         if self.is_registered(model_id):
             info = self.model(model_id)
-            return {"model_id": model_id, "name": package.name, "verifier": info["verifier"], "already_registered": True}
+            return {
+                "model_id": model_id,
+                "name": package.name,
+                "verifier": info["verifier"],
+                "already_registered": True,
+            }
         artifact = package.verifier_artifact()
         verifier, deploy_receipt = self.chain.deploy(artifact["abi"], artifact["bytecode"])
         uri = metadata_uri or f"zkserve:{package.name}:{model_id}"
@@ -161,8 +194,13 @@ class Registry:
         # each attested proof counts in the registry's usage.
         call = self.contract.functions.registerModel(to_bytes32(model_id), verifier, package.batch_size, uri)
         receipt = self.chain.transact(call, self.abi)
-        entry = {"name": package.name, "verifier": verifier, "register_tx": hex32(receipt["transactionHash"]),
-                 "verifier_deploy_gas": deploy_receipt["gasUsed"], "block": receipt["blockNumber"]}
+        entry = {
+            "name": package.name,
+            "verifier": verifier,
+            "register_tx": hex32(receipt["transactionHash"]),
+            "verifier_deploy_gas": deploy_receipt["gasUsed"],
+            "block": receipt["blockNumber"],
+        }
         deployments.update(chain_id, models={model_id: entry})
         log.info("registered %s (%s) with verifier %s", package.name, model_id, verifier)
         return {"model_id": model_id, "already_registered": False, **entry}
@@ -179,15 +217,38 @@ class Registry:
         return self.chain.transact(call, self.abi)
 
 
-def deploy_consumer(chain: ChainClient, registry: Registry, model_id: str, input_index: int, score_index: int,
-                    approve_above: int, approved_limit: int):
+def deploy_consumer(
+    chain: ChainClient,
+    registry: Registry,
+    model_id: str,
+    input_index: int,
+    score_index: int,
+    approve_above: int,
+    approved_limit: int,
+):
     """Deploys an ExampleConsumer gate for one model (the deploying key is the lender);
     returns a web3 contract and its ABI."""
     compiled = project_contract(CONSUMER)
-    address, _ = chain.deploy(compiled.abi, compiled.bytecode, registry.address, to_bytes32(model_id),
-                              input_index, score_index, approve_above, approved_limit)
+    address, _ = chain.deploy(
+        compiled.abi,
+        compiled.bytecode,
+        registry.address,
+        to_bytes32(model_id),
+        input_index,
+        score_index,
+        approve_above,
+        approved_limit,
+    )
     return chain.contract(address, compiled.abi), compiled.abi
 
 
-__all__ = ["ROLES", "InsecureSrsRefused", "Registry", "TxReverted", "deploy_consumer", "hex32", "insecure_srs_refusal",
-           "to_bytes32"]
+__all__ = [
+    "ROLES",
+    "InsecureSrsRefused",
+    "Registry",
+    "TxReverted",
+    "deploy_consumer",
+    "hex32",
+    "insecure_srs_refusal",
+    "to_bytes32",
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,7 +13,7 @@ from serve.config import ConfigError, load_config
 HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
-def _context(config: Optional[Path], verifier: Optional[str], rpc_url: Optional[str], offline: bool):
+def _context(config: Path | None, verifier: str | None, rpc_url: str | None, offline: bool):
     from serve.audit.sources import AuditContext
     from serve.chain.connect import local_chain_url
 
@@ -34,25 +33,25 @@ def _context(config: Optional[Path], verifier: Optional[str], rpc_url: Optional[
 
 def audit_command(
     subject: str = typer.Argument(..., help="0x + 64 hex (a proof hash), or a `zkserve score` job directory"),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
         dir_okay=False,
         help="HTML file to write (default: audit-<subject>.html here); the JSON goes beside it with .json",
     ),
-    proof: Optional[Path] = typer.Option(
+    proof: Path | None = typer.Option(
         None, "--proof", exists=True, dir_okay=False, help="the proof document (default: the serving app's proof store)"
     ),
-    model: Optional[str] = typer.Option(
+    model: str | None = typer.Option(
         None,
         "--model",
         help="circuit package directory, model id or name (default: the proof's model id in the state dir)",
     ),
-    verifier: Optional[str] = typer.Option(None, "--verifier", help="verifier service host:port (default: config)"),
-    rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="chain JSON-RPC URL (default: config)"),
+    verifier: str | None = typer.Option(None, "--verifier", help="verifier service host:port (default: config)"),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="chain JSON-RPC URL (default: config)"),
     offline: bool = typer.Option(False, "--offline", help="ask neither the verifier nor the chain (shown unchecked)"),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file"),
+    config: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file"),
 ) -> None:
     """Check a proof or a scoring job again, from its files, the verifier and the chain, and write
     what was found, with how each fact was checked, as a self-contained HTML page and JSON.

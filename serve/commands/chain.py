@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional
 
 import grpc
 import typer
@@ -20,7 +19,7 @@ from serve.merkle import instances_hash
 CONFIG_OPTION = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file")
 
 
-def _config(path: Optional[Path]) -> dict:
+def _config(path: Path | None) -> dict:
     try:
         return load_config(path)["zkserve"]
     except ConfigError as error:
@@ -63,11 +62,17 @@ def _chain(zk: dict):
 
 
 def verifier_command(
-    config: Optional[Path] = CONFIG_OPTION,
-    package: List[Path] = typer.Option([], "--package", exists=True, file_okay=False,
-                                       help="circuit package directory (repeatable; the state directory's packages are found too)"),
-    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
-                                          help="allow binding beyond loopback with verifier.auth_enabled false"),
+    config: Path | None = CONFIG_OPTION,
+    package: list[Path] = typer.Option(
+        [],
+        "--package",
+        exists=True,
+        file_okay=False,
+        help="circuit package directory (repeatable; the state directory's packages are found too)",
+    ),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="allow binding beyond loopback with verifier.auth_enabled false"
+    ),
 ) -> None:
     """Run the verifier gRPC service (zkserve.v1.Verifier) with its chain sender."""
     from serve.lifecycle import check_ports_free
@@ -90,10 +95,11 @@ def verifier_command(
 
 def register_command(
     model: str = typer.Argument(..., help="circuit package directory, model id, package name or demo name"),
-    metadata_uri: Optional[str] = typer.Option(None, help="stored with the model in the registry"),
+    metadata_uri: str | None = typer.Option(None, help="stored with the model in the registry"),
     allow_insecure_srs: bool = typer.Option(
-        False, "--allow-insecure-srs", help="register an INSECURE-SRS package on a chain other than the local anvil"),
-    config: Optional[Path] = CONFIG_OPTION,
+        False, "--allow-insecure-srs", help="register an INSECURE-SRS package on a chain other than the local anvil"
+    ),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Deploy the model's EZKL verifier and bind it to its model id in the registry (once)."""
     zk = _config(config)
@@ -104,8 +110,9 @@ def register_command(
     connection, registry = _chain(zk)
     try:
         # "local" is the anvil zkserve starts (no chain.rpc_url), never an endpoint configured by URL
-        result = registry.register_model(package, Path(zk["state_dir"]), metadata_uri, allow_insecure_srs,
-                                         local_chain=not zk["chain"].get("rpc_url"))
+        result = registry.register_model(
+            package, Path(zk["state_dir"]), metadata_uri, allow_insecure_srs, local_chain=not zk["chain"].get("rpc_url")
+        )
     except (ChainError, InsecureSrsRefused) as error:
         _fail(str(error))
     finally:
@@ -118,11 +125,15 @@ def register_command(
 
 
 def verify_command(
-    proof_file: Path = typer.Argument(..., exists=True, help="proof JSON (circuits.Proof), or a `zkserve score` job directory"),
-    model: Optional[str] = typer.Option(None, "--model", help="model id, package name or package directory"),
-    onchain: bool = typer.Option(False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="a scoring job's input file (required with a job DIR)"),
-    config: Optional[Path] = CONFIG_OPTION,
+    proof_file: Path = typer.Argument(
+        ..., exists=True, help="proof JSON (circuits.Proof), or a `zkserve score` job directory"
+    ),
+    model: str | None = typer.Option(None, "--model", help="model id, package name or package directory"),
+    onchain: bool = typer.Option(
+        False, "--onchain", help="also run the registered Solidity verifier (eth_call, no tx)"
+    ),
+    input: Path | None = typer.Option(None, "--input", help="a scoring job's input file (required with a job DIR)"),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Verify a proof off chain with the verification key, and optionally with the on-chain verifier;
     or check a finished scoring job: every proof verifies and every row's outputs match its proof."""
@@ -147,7 +158,9 @@ def verify_command(
         try:
             if not registry.is_registered(package.model_id):
                 _fail(f"{package.name} is not registered; run `zkserve register {package.name}`")
-            verifier = registry.chain.contract(registry.model(package.model_id)["verifier"], package.verifier_artifact()["abi"])
+            verifier = registry.chain.contract(
+                registry.model(package.model_id)["verifier"], package.verifier_artifact()["abi"]
+            )
             try:
                 on_chain = bool(verifier.functions.verifyProof(proof.proof_bytes, proof.instances).call())
             except Exception:  # noqa: BLE001 - the EZKL verifier reverts on bad proofs
@@ -164,8 +177,10 @@ def _verify_job(directory: Path, model: str | None, input_path: Path | None, con
     from serve.scoring import verify_job
 
     if model is None or input_path is None:
-        _fail("verifying a scoring job needs --model (model id, package name or directory) and --input (the file "
-              "that was scored)")
+        _fail(
+            "verifying a scoring job needs --model (model id, package name or directory) and --input (the file "
+            "that was scored)"
+        )
     try:
         package = _package(model, _config(config)["state_dir"])
     except (LookupError, PackageError, ValueError) as error:
@@ -177,8 +192,8 @@ def _verify_job(directory: Path, model: str | None, input_path: Path | None, con
 
 def attestation_command(
     proof_hash: str = typer.Argument(..., help="0x + 64 hex: keccak256 of the proof bytes"),
-    address: Optional[str] = typer.Option(None, help="verifier host:port (default: from the config)"),
-    config: Optional[Path] = CONFIG_OPTION,
+    address: str | None = typer.Option(None, help="verifier host:port (default: from the config)"),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Show a proof's attestation: from the verifier service, else straight from the registry."""
     from serve.verifier.client import VerifierClient, status_name
@@ -218,9 +233,10 @@ def attestation_command(
 
 
 def usage_command(
-    model: Optional[str] = typer.Argument(
-        None, help="model id, package name or directory (default: every registered model)"),
-    config: Optional[Path] = CONFIG_OPTION,
+    model: str | None = typer.Argument(
+        None, help="model id, package name or directory (default: every registered model)"
+    ),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Rows proven per model, as the registry on chain counts them: under anchored roots (the
     anchorer's statement) and under attested proofs (verified by the contract)."""
@@ -255,15 +271,17 @@ def usage_command(
     for label, model_id, info in rows:
         state = "  (deprecated)" if info["deprecated_at"] else ""
         console.print(f"{label}  {model_id}{state}")
-        console.print(f"  anchored rows {info['anchored_rows']}  attested rows {info['attested_rows']}  "
-                      f"total {info['anchored_rows'] + info['attested_rows']}")
+        console.print(
+            f"  anchored rows {info['anchored_rows']}  attested rows {info['attested_rows']}  "
+            f"total {info['anchored_rows'] + info['attested_rows']}"
+        )
 
 
 def roles_command(
     action: str = typer.Argument("show", help="show | grant | revoke"),
-    role: Optional[str] = typer.Argument(None, help="registrar | anchorer"),
-    account: Optional[str] = typer.Argument(None, help="0x address"),
-    config: Optional[Path] = CONFIG_OPTION,
+    role: str | None = typer.Argument(None, help="registrar | anchorer"),
+    account: str | None = typer.Argument(None, help="0x address"),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Who holds which role in the registry; the owner grants and revokes registrar and anchorer."""
     from eth_utils import is_address

@@ -9,7 +9,6 @@ submission is anchored on chain and its Merkle path checks in the registry contr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import grpc
 import numpy as np
@@ -34,13 +33,13 @@ def _fail(message: str) -> None:
 
 def demo_command(
     model: str = typer.Option("demo-mlp", help=f"demo model: {', '.join(DEMO_NAMES)}"),
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
 ) -> None:
     """Serve a demo model and print one attested prediction (proof verified, hash anchored on chain)."""
     import ray
+    from inference import grpc_service_pb2_grpc as oip_grpc
     from ray import serve
 
-    from inference import grpc_service_pb2_grpc as oip_grpc
     from serve.app import start
     from serve.chain.connect import connect
     from serve.chain.registry import Registry

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -20,7 +19,7 @@ KEYS_FILE_OPTION = typer.Option(None, "--keys-file", dir_okay=False,
 keys_app = typer.Typer(help="API keys: create (the token is shown once), list, revoke.", no_args_is_help=True)
 
 
-def _store(config: Optional[Path], keys_file: Optional[Path]) -> KeyStore:
+def _store(config: Path | None, keys_file: Path | None) -> KeyStore:
     try:
         zk = load_config(config)["zkserve"]
     except ConfigError as error:
@@ -35,16 +34,16 @@ def _fail(error: Exception) -> None:
 
 
 def _when(stamp: float | None) -> str:
-    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if stamp else ""
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC") if stamp else ""
 
 
 @keys_app.command("create")
 def create_command(
     name: str = typer.Argument(..., help="who or what the key is for (shown by `keys list`)"),
-    right: List[str] = typer.Option(..., "--right", help=f"a right of the key (repeatable): {', '.join(RIGHTS)}"),
-    requests_per_s: Optional[float] = typer.Option(None, help="this key's quota (default: the service's)"),
-    config: Optional[Path] = CONFIG_OPTION,
-    keys_file: Optional[Path] = KEYS_FILE_OPTION,
+    right: list[str] = typer.Option(..., "--right", help=f"a right of the key (repeatable): {', '.join(RIGHTS)}"),
+    requests_per_s: float | None = typer.Option(None, help="this key's quota (default: the service's)"),
+    config: Path | None = CONFIG_OPTION,
+    keys_file: Path | None = KEYS_FILE_OPTION,
 ) -> None:
     """Create a key; its token is printed once and stored only as a salted hash."""
     store = _store(config, keys_file)
@@ -58,7 +57,7 @@ def create_command(
 
 
 @keys_app.command("list")
-def list_command(config: Optional[Path] = CONFIG_OPTION, keys_file: Optional[Path] = KEYS_FILE_OPTION) -> None:
+def list_command(config: Path | None = CONFIG_OPTION, keys_file: Path | None = KEYS_FILE_OPTION) -> None:
     """List keys (ids, names, rights, state); tokens are never stored, so never shown."""
     store = _store(config, keys_file)
     try:
@@ -78,7 +77,7 @@ def list_command(config: Optional[Path] = CONFIG_OPTION, keys_file: Optional[Pat
 
 @keys_app.command("revoke")
 def revoke_command(key_id: str = typer.Argument(..., help="the key id `keys list` shows"),
-                   config: Optional[Path] = CONFIG_OPTION, keys_file: Optional[Path] = KEYS_FILE_OPTION) -> None:
+                   config: Path | None = CONFIG_OPTION, keys_file: Path | None = KEYS_FILE_OPTION) -> None:
     """Revoke a key; running services refuse it from their next request."""
     store = _store(config, keys_file)
     try:

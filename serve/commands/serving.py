@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import grpc
 import numpy as np
@@ -22,7 +21,7 @@ SERVE_STOP_S = 2.0
 VERIFIER_STOP_S = 5.0
 
 
-def _settings(config: Optional[Path]) -> Settings:
+def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as error:
@@ -30,8 +29,20 @@ def _settings(config: Optional[Path]) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _address(settings: Settings, address: Optional[str]) -> str:
+def _address(settings: Settings, address: str | None) -> str:
     return address or settings.ingress_target
+
+
+def _ingress_channel(settings: Settings, target: str) -> tuple[grpc.Channel, tuple]:
+    """A channel to the ingress as the config describes it (its certificate trusted when TLS is
+    on) and the call metadata carrying the API key from $ZKSERVE_API_KEY, if any."""
+    from serve.security import tls
+    from serve.verifier.client import TOKEN_ENV
+
+    cert = settings.ingress.tls_cert_file
+    channel = (grpc.secure_channel(target, tls.channel_credentials(cert)) if cert else grpc.insecure_channel(target))
+    token = os.environ.get(TOKEN_ENV)
+    return channel, ((("authorization", f"Bearer {token}"),) if token else ())
 
 
 class Stopping(Exception):
@@ -57,14 +68,24 @@ def _stop_serve_bounded(timeout_s: float) -> None:
 
 
 def up_command(
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False, help="YAML config file"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's and EZKL's logs on the terminal"),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="allow listening beyond loopback with authentication off (not advised)"),
 ) -> None:
     """Start Ray (local, or $RAY_ADDRESS), deploy the app, and stay up until Ctrl-C or SIGTERM."""
+    from serve.chain.registry import InsecureSrsRefused
     from serve.lifecycle import PortInUse, check_ports_free, route_logs
+    from serve.security import InsecureBind, InsecureFile, KeyStoreError
+    from serve.security.tls import TlsConfigError
     from serve.stack import verifier_port_claims
 
     settings = _settings(config)
+    try:
+        _check_exposure(settings, insecure_no_auth)  # before anything starts or listens
+    except (InsecureBind, InsecureFile, KeyStoreError, TlsConfigError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
     paths = settings.paths.ensure()
     settings.export()  # the compile cache, the verifier and Ray's workers all use this state directory
     route_logs(paths.logs, verbose)
@@ -94,9 +115,12 @@ def up_command(
     verifier = None
     ray_started = False
     console.print(f"starting zkserve ({', '.join(settings.serving.models)}; demo models compile on first run) ...")
+    app_key = None
     try:
-        verifier = _start_verifier(settings)
-        ray_started = _start_app(settings, paths, verbose, joined_cluster, on_ray_started=handle_signals)
+        verifier = _start_verifier(settings, insecure_no_auth)
+        app_key = _app_verifier_key(settings)
+        ray_started = _start_app(settings, paths, verbose, joined_cluster, on_ray_started=handle_signals,
+                                 insecure_no_auth=insecure_no_auth, verifier_token=app_key and app_key[1])
         starting = False
         _announce(settings, verifier)
         while not stop.wait(1.0):
@@ -106,14 +130,59 @@ def up_command(
     except PortInUse as error:  # raced: taken between the check and the bind
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
+    except (InsecureSrsRefused, RuntimeError) as error:  # e.g. the verifier service did not start
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
     finally:
         starting = False
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _shut_down(verifier, ray_started, joined_cluster)
+        if app_key is not None:
+            _revoke_app_key(settings, app_key[0])
 
 
-def _start_verifier(settings: Settings):
+def _check_exposure(settings: Settings, insecure_no_auth: bool) -> None:
+    """Refuses an open port beyond loopback, and unusable key stores or TLS files, up front."""
+    from serve.security import Guard, require_safe_bind, tls
+
+    zkserve = settings.zkserve_section()
+    exposed = [("ingress", "the gRPC and REST ingress")]
+    if settings.verifier.enabled:
+        exposed.append(("verifier", "the verifier service"))
+    for section, what in exposed:
+        values = zkserve[section]
+        require_safe_bind(values["host"], bool(values["auth_enabled"]), insecure_no_auth,
+                          f"{section}.auth_enabled", what)
+        Guard.for_section(zkserve, section).check_store()
+        tls.credentials_for(values, section)
+
+
+APP_KEY_NAME = "zkserve-app"
+
+
+def _app_verifier_key(settings: Settings):
+    """With verifier authentication on, the app submits its proofs with a key of its own, made
+    for this run (right ``submit``) and revoked when `up` stops: (key id, token) or None."""
+    if not (settings.verifier.enabled and settings.verifier.auth_enabled and settings.serving.submit_proofs):
+        return None
+    from serve.security import KeyStore, keys_path
+
+    store = KeyStore(keys_path(settings.paths.root, settings.verifier.keys_file))
+    key, token = store.create(APP_KEY_NAME, ["submit"], requests_per_s=0.0)
+    return key.key_id, token
+
+
+def _revoke_app_key(settings: Settings, key_id: str) -> None:
+    from serve.security import KeyStore, KeyStoreError, keys_path
+
+    try:
+        KeyStore(keys_path(settings.paths.root, settings.verifier.keys_file)).revoke(key_id)
+    except (KeyStoreError, OSError) as error:
+        console.print(f"[yellow]warning:[/yellow] could not revoke the app's verifier key {key_id}: {error}")
+
+
+def _start_verifier(settings: Settings, insecure_no_auth: bool = False):
     if not settings.verifier.enabled:
         return None
     # before the app, so the provers' first submissions find it listening
@@ -121,10 +190,18 @@ def _start_verifier(settings: Settings):
     from serve.stack import start_attestation
 
     packages = [spec.load_package() for spec in resolve_models(list(settings.serving.models)).values()]
-    return start_attestation(settings, packages)
+    return start_attestation(settings, packages, insecure_no_auth)
 
 
-def _start_app(settings: Settings, paths, verbose: bool, joined_cluster: bool, on_ray_started) -> bool:
+def _start_app(
+    settings: Settings,
+    paths,
+    verbose: bool,
+    joined_cluster: bool,
+    on_ray_started,
+    insecure_no_auth: bool = False,
+    verifier_token: str | None = None,
+) -> bool:
     import logging
 
     import ray
@@ -134,8 +211,11 @@ def _start_app(settings: Settings, paths, verbose: bool, joined_cluster: bool, o
 
     if not verbose:
         quiet_ray(paths.logs)
-    context = ray.init(include_dashboard=False, log_to_driver=verbose,  # honours RAY_ADDRESS
-                       logging_level=logging.INFO if verbose else logging.WARNING)
+    context = ray.init(
+        include_dashboard=False,
+        log_to_driver=verbose,  # honours RAY_ADDRESS
+        logging_level=logging.INFO if verbose else logging.WARNING,
+    )
     on_ray_started()  # Ray's core worker installs its own SIGTERM handler (a stack dump); ours comes back
     session_logs = Path(context.address_info.get("session_dir", "")) / "logs"
     link = paths.ray_logs
@@ -143,21 +223,31 @@ def _start_app(settings: Settings, paths, verbose: bool, joined_cluster: bool, o
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(session_logs, target_is_directory=True)  # Ray's own logs, found from the state dir
-    start(settings.document())
+    start(settings.document(), insecure_no_auth, verifier_token)
     return True
 
 
 def _announce(settings: Settings, verifier) -> None:
     """Only what is served."""
-    console.print(f"gRPC ingress  {settings.ingress_target}  "
-                  "(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health)")
+    ingress = settings.ingress
+    guarded = f"{'TLS' if ingress.tls_cert_file else 'plaintext'}, {'API keys' if ingress.auth_enabled else 'no auth'}"
+    console.print(
+        f"gRPC ingress  {settings.ingress_target}  "
+        f"(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health; {guarded})"
+    )
+    scheme = "https" if ingress.tls_cert_file else "http"
+    console.print(f"REST ingress  {scheme}://{ingress.host}:{ingress.http_port}/v2  (KServe v2 REST; {guarded})")
     if verifier is not None:
         from serve.security import redact_url
 
-        chain = redact_url(settings.chain.rpc_url) or f"anvil at {settings.chain.anvil_host}:{settings.chain.anvil_port}"
+        chain = (
+            redact_url(settings.chain.rpc_url) or f"anvil at {settings.chain.anvil_host}:{settings.chain.anvil_port}"
+        )
         metrics = settings.verifier.metrics_port
-        console.print(f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain}"
-                      + (f"; metrics {settings.verifier.host}:{metrics}/metrics)" if metrics else ")"))
+        console.print(
+            f"verifier      {verifier.target}  (zkserve.v1.Verifier, grpc.health.v1.Health; chain: {chain}"
+            + (f"; metrics {settings.verifier.host}:{metrics}/metrics)" if metrics else ")")
+        )
     console.print(f"state         {settings.paths.root}  (logs in {settings.paths.logs})")
     console.print("Ctrl-C stops")
 
@@ -181,65 +271,84 @@ def _read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
         with np.load(path) as archive:
             return {name: archive[name].astype(np.float32) for name in input_names}
     if len(input_names) != 1:
-        raise typer.BadParameter(f"the model takes {len(input_names)} inputs: give an .npz keyed by {', '.join(input_names)}")
+        raise typer.BadParameter(
+            f"the model takes {len(input_names)} inputs: give an .npz keyed by {', '.join(input_names)}"
+        )
     return {input_names[0]: np.load(path).astype(np.float32)}
 
 
 def predict_command(
     model: str = typer.Argument(..., help="served model name, e.g. demo-mlp"),
     input: Path = typer.Option(..., "--input", exists=True, dir_okay=False, help=".npy of rows (.npz by input name)"),
-    attest: Optional[str] = typer.Option(None, help="none | async | sync (default: the server's)"),
-    proof_out: Optional[Path] = typer.Option(None, help="write the proof JSON here (attest=sync)"),
-    address: Optional[str] = typer.Option(None, help="ingress host:port (default: from the config)"),
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+    attest: str | None = typer.Option(None, help="none | async | sync (default: the server's)"),
+    proof_out: Path | None = typer.Option(None, help="write the proof JSON here (attest=sync)"),
+    address: str | None = typer.Option(None, help="ingress host:port (default: from the config)"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False),
 ) -> None:
     """Run one prediction over gRPC (Open Inference Protocol) and print outputs and proof fields."""
     from inference import grpc_service_pb2 as oip
     from inference import grpc_service_pb2_grpc as oip_grpc
+
     from serve.client import Prediction, infer_request
 
     if attest is not None and attest not in ("none", "async", "sync"):
         raise typer.BadParameter("--attest must be none, async or sync")
-    stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(_address(_settings(config), address)))
+    settings = _settings(config)
+    channel, auth = _ingress_channel(settings, _address(settings, address))
+    stub = oip_grpc.GRPCInferenceServiceStub(channel)
     try:
-        metadata = stub.ModelMetadata(oip.ModelMetadataRequest(name=model), timeout=30)
+        metadata = stub.ModelMetadata(oip.ModelMetadataRequest(name=model), timeout=30, metadata=auth)
         inputs = _read_inputs(input, [t.name for t in metadata.inputs])
         for spec in metadata.inputs:
             if inputs[spec.name].ndim == len(spec.shape) - 1:
                 inputs[spec.name] = inputs[spec.name][None, ...]  # one row without its batch dimension
-        prediction = Prediction.from_response(stub.ModelInfer(infer_request(model, inputs, attest), timeout=600))
+        prediction = Prediction.from_response(
+            stub.ModelInfer(infer_request(model, inputs, attest), timeout=600, metadata=auth)
+        )
     except grpc.RpcError as error:
         console.print(f"[red]{error.code().name}:[/red] {error.details()}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if proof_out and prediction.proof is not None:
         proof_out.write_bytes(prediction.proof)
-    result = {"model": model, "outputs": {name: array.tolist() for name, array in prediction.outputs.items()},
-              **prediction.parameters}
+    result = {
+        "model": model,
+        "outputs": {name: array.tolist() for name, array in prediction.outputs.items()},
+        **prediction.parameters,
+    }
     print(json.dumps(result, indent=2))
 
 
 def status_command(
-    address: Optional[str] = typer.Option(None, help="ingress host:port (default: from the config)"),
-    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+    address: str | None = typer.Option(None, help="ingress host:port (default: from the config)"),
+    config: Path | None = typer.Option(None, exists=True, dir_okay=False),
 ) -> None:
     """Models, replicas, ONNX Runtime providers, proof queue and proofs done/failed."""
     from zkserve.v1 import attestation_pb2 as pb
     from zkserve.v1 import attestation_pb2_grpc as pb_grpc
 
-    target = _address(_settings(config), address)
+    settings = _settings(config)
+    target = _address(settings, address)
+    channel, auth = _ingress_channel(settings, target)
     try:
-        models = pb_grpc.AttestationStub(grpc.insecure_channel(target)).ListModels(pb.ListModelsRequest(), timeout=30).models
+        models = pb_grpc.AttestationStub(channel).ListModels(pb.ListModelsRequest(), timeout=30, metadata=auth).models
     except grpc.RpcError as error:
         console.print(f"[red]ingress {target} not reachable:[/red] {error.code().name} {error.details()}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     replicas = _replica_counts()
     print(f"ingress {target}")
     for m in models:
-        srs = "INSECURE dev SRS" if m.insecure_srs else "ceremony SRS"
+        srs = "INSECURE SRS (dev or unverified)" if m.insecure_srs else "ceremony SRS"
         print(f"{m.name}  model_id {m.model_id}  ({srs}, {m.circuit_batch_size} row(s)/proof)")
         print(f"  providers  {', '.join(m.providers)}")
-        print(f"  replicas   predictor {replicas.get(f'Predictor-{m.name}', '?')}, prover {replicas.get(f'Prover-{m.name}', '?')}")
-        print(f"  proofs     queued {m.proofs_queued}, proving {m.proofs_proving}, done {m.proofs_done}, failed {m.proofs_failed}")
+        # on CPU nodes ONNX Runtime runs inside the ingress: there is no Predictor deployment
+        predictor = replicas.get(f"Predictor-{m.name}")
+        if predictor is None:
+            predictor = f"in the ingress ({replicas['Ingress']})" if "Ingress" in replicas else "?"
+        print(f"  replicas   predictor {predictor}, prover {replicas.get(f'Prover-{m.name}', '?')}")
+        print(
+            f"  proofs     queued {m.proofs_queued}, proving {m.proofs_proving}, done {m.proofs_done}, "
+            f"failed {m.proofs_failed}"
+        )
 
 
 def _replica_counts() -> dict[str, int]:
@@ -254,8 +363,10 @@ def _replica_counts() -> dict[str, int]:
         app = serve.status().applications.get(APP_NAME)
         if app is None:
             return {}
-        return {name: sum(d.replica_states.values()) if hasattr(d, "replica_states") else 0
-                for name, d in app.deployments.items()}
+        return {
+            name: sum(d.replica_states.values()) if hasattr(d, "replica_states") else 0
+            for name, d in app.deployments.items()
+        }
     except Exception:  # noqa: BLE001 - replicas are extra information; the rest still prints
         return {}
 

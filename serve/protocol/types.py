@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Mapping
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class AttestMode(StrEnum):
     SYNC = "sync"
 
     @classmethod
-    def parse(cls, value: object) -> "AttestMode":
+    def parse(cls, value: object) -> AttestMode:
         """The mode a client named; InvalidArgument (naming the choices) for anything else."""
         if not isinstance(value, str):
             raise InvalidArgument(f"request parameter 'attest' must be a string (none, async or sync), "
@@ -131,7 +131,7 @@ class Tensor:
         return tuple(self.data.shape)
 
     @classmethod
-    def of(cls, name: str, array) -> "Tensor":
+    def of(cls, name: str, array) -> Tensor:
         array = np.asarray(array)
         datatype = datatype_of(array)
         if datatype == "BYTES":
@@ -209,7 +209,7 @@ class ProofRecord:
     error: str = ""
     proof: bytes = b""  # the proof JSON (circuits.Proof.to_json), when DONE and loaded
 
-    def evolve(self, **changes) -> "ProofRecord":
+    def evolve(self, **changes) -> ProofRecord:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -222,7 +222,7 @@ class ProofRecord:
         return document
 
     @classmethod
-    def from_dict(cls, document: dict) -> "ProofRecord":
+    def from_dict(cls, document: dict) -> ProofRecord:
         fields = dict(document)
         fields["status"] = ProofStatus(fields["status"])
         fields["proven_outputs"] = {k: (tuple(v["shape"]), tuple(v["values"]))

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from serve.protocol.types import InferRequest
 
 
-def check_inputs(request: "InferRequest", spec: "ModelSpec") -> dict[str, np.ndarray]:
+def check_inputs(request: InferRequest, spec: ModelSpec) -> dict[str, np.ndarray]:
     """Inputs by name, as the model's dtypes; InvalidArgument naming the first problem."""
     expected = {t.name: t for t in spec.inputs}
     if len(request.inputs) != len(expected):
@@ -45,7 +45,7 @@ def check_inputs(request: "InferRequest", spec: "ModelSpec") -> dict[str, np.nda
     return arrays
 
 
-def check_outputs(request: "InferRequest", spec: "ModelSpec", extra: tuple[str, ...] = ()) -> None:
+def check_outputs(request: InferRequest, spec: ModelSpec, extra: tuple[str, ...] = ()) -> None:
     known = {t.name for t in spec.outputs} | set(extra)
     if unknown := [name for name in request.outputs if name not in known]:
         raise InvalidArgument(f"model {spec.name} has no output named {', '.join(map(repr, unknown))}; "

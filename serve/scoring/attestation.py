@@ -11,8 +11,8 @@ import time
 import pyarrow as pa
 
 from circuits import Proof
-from serve.scoring.chunks import table_bytes
 from serve.files import write_atomically
+from serve.scoring.chunks import table_bytes
 from serve.scoring.layout import JobLayout
 
 
@@ -45,7 +45,9 @@ def submit_proofs(layout: JobLayout, proof_ids: list[str], model_id: str, target
                     statuses[proof_id] = status_name(client.get(hashes[proof_id]))
     except (grpc.RpcError, TimeoutError) as error:
         detail = error.details() if isinstance(error, grpc.RpcError) else str(error)
-        raise SubmitError(f"verifier at {target}: {detail}; the scored rows are kept, re-run with --submit to retry") from None
+        raise SubmitError(
+            f"verifier at {target}: {detail}; the scored rows are kept, re-run with --submit to retry"
+        ) from None
     return statuses
 
 

@@ -158,7 +158,7 @@ def _check_sample_proofs(layout: JobLayout, package: CircuitPackage, sampled: di
             if index is None or not 0 <= index < proof.rows:
                 problems.append(f"row {row['row_id']}: row_index {index} outside proof {proof_id}")
                 continue
-            for name, array in zip(output_names, proven):
+            for name, array in zip(output_names, proven, strict=False):
                 diff = float(np.max(np.abs(np.asarray(row[name]) - np.ravel(array[index])), initial=0.0))
                 if diff > package.tolerance:
                     problems.append(f"sampled row {row['row_id']}: output {name} differs from its proof by "

@@ -58,7 +58,7 @@ class RowInferencer:
             return {"outputs": [], "digests": [], "leaves": [], "error": f"inference failed: {error}"[:500]}
         digests = [input_digest(row) for row in values]
         leaves = [row_leaf(row_id, digest, [out[i] for out in outputs])
-                  for i, (row_id, digest) in enumerate(zip(row_ids, digests))]
+                  for i, (row_id, digest) in enumerate(zip(row_ids, digests, strict=False))]
         return {"outputs": outputs, "digests": digests, "leaves": leaves, "error": ""}
 
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from serve.files import write_atomically
 from serve.scoring.chunks import committed_chunks, table_bytes
 from serve.scoring.inputs import RowError
-from serve.files import write_atomically
 from serve.scoring.layout import JobLayout
 
 RESULT_DROP = ("status", "stage", "reason")
@@ -28,7 +28,9 @@ def merge_job(layout: JobLayout, input_errors: list[RowError]) -> tuple[pa.Table
     committed = read_committed(layout)
     row_ids = committed.column("row_id").to_pylist()
     if len(row_ids) != len(set(row_ids)):
-        raise RuntimeError(f"{layout.root}: a row was committed twice; the job directory was written by two runs at once")
+        raise RuntimeError(
+            f"{layout.root}: a row was committed twice; the job directory was written by two runs at once"
+        )
     if committed.num_rows == 0:
         scored = committed
     else:
@@ -49,7 +51,9 @@ def _keep_attestation(layout: JobLayout, scored: pa.Table) -> pa.Table:
     previous = pq.read_table(layout.results)
     if "attestation" not in previous.column_names:
         return scored
-    status_of = dict(zip(previous.column("proof_id").to_pylist(), previous.column("attestation").to_pylist()))
+    status_of = dict(
+        zip(previous.column("proof_id").to_pylist(), previous.column("attestation").to_pylist(), strict=False)
+    )
     statuses = [status_of.get(proof_id) for proof_id in scored.column("proof_id").to_pylist()]
     return scored.append_column("attestation", pa.array(statuses, pa.string()))
 
@@ -65,9 +69,16 @@ def _disagreements(scored: pa.Table) -> list[RowError]:
     if "outputs_agree" not in scored.column_names:
         return []
     rows = scored.select(["row_id", "outputs_agree", "max_abs_diff"]).to_pylist()
-    return [RowError(row["row_id"], f"ONNX Runtime outputs differ from the proven outputs by {row['max_abs_diff']:.3g}, "
-                                    f"more than the circuit's tolerance", stage="check")
-            for row in rows if row["outputs_agree"] is False]
+    return [
+        RowError(
+            row["row_id"],
+            f"ONNX Runtime outputs differ from the proven outputs by {row['max_abs_diff']:.3g}, "
+            f"more than the circuit's tolerance",
+            stage="check",
+        )
+        for row in rows
+        if row["outputs_agree"] is False
+    ]
 
 
 def _errors_csv(errors: list[RowError]) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -43,12 +43,21 @@ class ScoringProgress:
 
 
 @contextlib.contextmanager
-def scoring_progress(total: int, already_done: int, show: bool, console: Console | None = None) -> Iterator[ScoringProgress]:
+def scoring_progress(
+    total: int, already_done: int, show: bool, console: Console | None = None
+) -> Iterator[ScoringProgress]:
     if not show:
         yield ScoringProgress(None, None, already_done)
         return
-    columns = (TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-               TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TextColumn("{task.fields[rates]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console or Console(stderr=True)) as progress:
         task = progress.add_task("scoring", total=total, completed=already_done, rates="starting workers")
         yield ScoringProgress(progress, task, already_done)

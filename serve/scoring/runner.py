@@ -8,19 +8,19 @@ import contextlib
 import fcntl
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from rich.console import Console
 
+from circuits.hashing import sha256_file
+from serve.files import write_atomically
 from serve.scoring import cluster
 from serve.scoring.chunks import ChunkWriter, committed_batches
 from serve.scoring.inputs import RowError, iter_chunks
-from serve.files import write_atomically
 from serve.scoring.layout import JobLayout
-from circuits.hashing import sha256_file
 from serve.scoring.manifest import JobManifest, JobMismatch, open_job
 from serve.scoring.merge import merge_job
 from serve.scoring.model import resolve_package, row_shape

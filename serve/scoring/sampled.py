@@ -30,8 +30,15 @@ from circuits import CircuitPackage
 from serve.files import write_atomically
 from serve.scoring import cluster
 from serve.scoring.chunks import ChunkWriter, committed_batches
-from serve.scoring.commitment import (LEAF_FORMAT, StreamingRoot, chainless_seed, detection_guarantee, input_digest,
-                                      sample_positions, sample_size)
+from serve.scoring.commitment import (
+    LEAF_FORMAT,
+    StreamingRoot,
+    chainless_seed,
+    detection_guarantee,
+    input_digest,
+    sample_positions,
+    sample_size,
+)
 from serve.scoring.inputs import RowError, iter_chunks
 from serve.scoring.layout import JobLayout
 from serve.scoring.manifest import JobManifest
@@ -59,7 +66,9 @@ def committed_leaves(layout: JobLayout):
     position = 0
     for path in rows_chunks(layout):
         table = pq.read_table(path, columns=["row_id", "status", "leaf"])
-        for row_id, status, leaf in zip(*(table.column(name).to_pylist() for name in ("row_id", "status", "leaf"))):
+        for row_id, status, leaf in zip(
+            *(table.column(name).to_pylist() for name in ("row_id", "status", "leaf")), strict=False
+        ):
             if status == "ok":
                 yield position, row_id, leaf
                 position += 1
@@ -73,8 +82,16 @@ def commit(layout: JobLayout, package: CircuitPackage, options, console: Console
     for _, _, leaf in committed_leaves(layout):
         root.add(leaf)
     leaves = root.count
-    document = {"leaf_format": LEAF_FORMAT, "leaves": leaves, "model_id": package.model_id,
-                "fraction": options.sample, "root": None, "seed_source": None, "seed": None, "anchor": None}
+    document = {
+        "leaf_format": LEAF_FORMAT,
+        "leaves": leaves,
+        "model_id": package.model_id,
+        "fraction": options.sample,
+        "root": None,
+        "seed_source": None,
+        "seed": None,
+        "anchor": None,
+    }
     if leaves:
         document["root"] = "0x" + root.root.hex()
         if options.submit:
@@ -84,8 +101,11 @@ def commit(layout: JobLayout, package: CircuitPackage, options, console: Console
             document |= {"anchor": anchor, "seed_source": "anchor_block_hash", "seed": anchor["block_hash"]}
             console.print(f"anchored the job's root {document['root'][:18]}... in block {anchor['block_number']}")
         else:
-            document |= {"seed_source": "root_and_stated_seed", "stated_seed": options.seed,
-                         "seed": "0x" + chainless_seed(root.root, options.seed).hex()}
+            document |= {
+                "seed_source": "root_and_stated_seed",
+                "stated_seed": options.seed,
+                "seed": "0x" + chainless_seed(root.root, options.seed).hex(),
+            }
         size = sample_size(leaves, options.sample)
         document |= {"sample_size": size, "guarantee": detection_guarantee(leaves, size)}
     write_atomically(layout.commitment, json.dumps(document, indent=2).encode())
@@ -132,22 +152,34 @@ def plan_sample(layout: JobLayout, package: CircuitPackage, input_path: Path, po
                 inputs[int(row_id)] = chunk.values[index]
     for row_id in order:
         if row_id not in inputs or input_digest(inputs[row_id]) != chosen[row_id]["input_digest"]:
-            raise RuntimeError(f"row {row_id} of the input differs from the row committed; the input file changed "
-                               f"during the job")
+            raise RuntimeError(
+                f"row {row_id} of the input differs from the row committed; the input file changed during the job"
+            )
     shapes = [entry["shape"][1:] for entry in package.outputs]
     batches = []
     size = package.batch_size
     for number, start in enumerate(range(0, len(order), size)):
-        ids = order[start:start + size]
-        outputs = [np.asarray([chosen[r][name] for r in ids], dtype=np.float64).reshape(len(ids), *shape)
-                   for name, shape in zip(output_names, shapes)]
-        batches.append(PlannedBatch(number, np.asarray(ids, dtype=np.int64), np.stack([inputs[r] for r in ids]),
-                                    outputs))
+        ids = order[start : start + size]
+        outputs = [
+            np.asarray([chosen[r][name] for r in ids], dtype=np.float64).reshape(len(ids), *shape)
+            for name, shape in zip(output_names, shapes, strict=False)
+        ]
+        batches.append(
+            PlannedBatch(number, np.asarray(ids, dtype=np.int64), np.stack([inputs[r] for r in ids]), outputs)
+        )
     return batches
 
 
-def score_sampled(package: CircuitPackage, layout: JobLayout, manifest: JobManifest, job_id: str, input_path: Path,
-                  options, resumed: bool, console: Console):
+def score_sampled(
+    package: CircuitPackage,
+    layout: JobLayout,
+    manifest: JobManifest,
+    job_id: str,
+    input_path: Path,
+    options,
+    resumed: bool,
+    console: Console,
+):
     from serve.scoring.infer import infer_all
     from serve.scoring.runner import WINDOW_BATCHES, ScoreSummary, run_pipeline
     from serve.scoring.shipping import PackageSource
@@ -159,8 +191,16 @@ def score_sampled(package: CircuitPackage, layout: JobLayout, manifest: JobManif
     cluster.connect()
     pool = None
     with scoring_progress(None, 0, options.progress, console) as progress:
-        inferred = infer_all(layout, PackageSource.publish(package), input_path, row_shape(package), output_names,
-                             lambda chunk: screen_chunk(check, chunk), options.inferencers, progress)
+        inferred = infer_all(
+            layout,
+            PackageSource.publish(package),
+            input_path,
+            row_shape(package),
+            output_names,
+            lambda chunk: screen_chunk(check, chunk),
+            options.inferencers,
+            progress,
+        )
         commitment = commit(layout, package, options, console)
         positions = sample_of(commitment)
         done = committed_batches(layout)
@@ -168,18 +208,40 @@ def score_sampled(package: CircuitPackage, layout: JobLayout, manifest: JobManif
         pending = [batch for batch in batches if batch.batch_id not in done]
         writer = ChunkWriter(layout, output_names, options.chunk_rows, options.flush_s)
         for start in range(0, len(pending), WINDOW_BATCHES):
-            pool = run_pipeline(package, job_id, pending[start:start + WINDOW_BATCHES], options, writer, progress)
+            pool = run_pipeline(package, job_id, pending[start : start + WINDOW_BATCHES], options, writer, progress)
     counts = merge_sampled(layout, output_names)
-    audit = {key: commitment.get(key) for key in ("root", "leaf_format", "leaves", "fraction", "sample_size",
-                                                   "seed_source", "seed", "stated_seed", "anchor", "guarantee")}
+    audit = {
+        key: commitment.get(key)
+        for key in (
+            "root",
+            "leaf_format",
+            "leaves",
+            "fraction",
+            "sample_size",
+            "seed_source",
+            "seed",
+            "stated_seed",
+            "anchor",
+            "guarantee",
+        )
+    }
     summary = ScoreSummary(
-        directory=str(layout.root), model_id=package.model_id, rows_total=inferred.rows_total,
-        rows_scored=counts["rows"], rows_failed=counts["failed"], proofs=counts["proofs"], resumed=resumed,
-        rows_this_run=progress.rows, seconds_this_run=round(progress.elapsed_s, 3),
+        directory=str(layout.root),
+        model_id=package.model_id,
+        rows_total=inferred.rows_total,
+        rows_scored=counts["rows"],
+        rows_failed=counts["failed"],
+        proofs=counts["proofs"],
+        resumed=resumed,
+        rows_this_run=progress.rows,
+        seconds_this_run=round(progress.elapsed_s, 3),
         rows_per_s=round(progress.rows / max(progress.elapsed_s, 1e-9), 3),
         proofs_per_s=round(progress.proofs / max(progress.elapsed_s, 1e-9), 3),
         steady_rows_per_s=round(progress.steady_rows_per_s, 3),
-        provers=pool.provers if pool else 0, prover_threads=pool.threads if pool else 0, audit=audit)
+        provers=pool.provers if pool else 0,
+        prover_threads=pool.threads if pool else 0,
+        audit=audit,
+    )
     if options.submit and counts["proofs"]:
         summary.attestation = submit_sampled(layout, package.model_id, options)
     return summary
@@ -197,17 +259,36 @@ def merge_sampled(layout: JobLayout, output_names: list[str]) -> dict:
         if row["status"] == "ok":
             by_row[row["row_id"]] = row
             if row["outputs_agree"] is False:
-                late_errors.append(RowError(row["row_id"], f"committed outputs differ from the proven outputs by "
-                                                           f"{row['max_abs_diff']:.3g}, more than the circuit's "
-                                                           f"tolerance", stage="check"))
+                late_errors.append(
+                    RowError(
+                        row["row_id"],
+                        f"committed outputs differ from the proven outputs by "
+                        f"{row['max_abs_diff']:.3g}, more than the circuit's "
+                        f"tolerance",
+                        stage="check",
+                    )
+                )
         else:
             late_errors.append(RowError(row["row_id"], row["reason"], stage=row["stage"]))
     late_errors.sort(key=lambda error: error.row_id)
-    proof_types = {"proof_id": pa.string(), "proof_hash": pa.string(), "proof_batch": pa.int64(),
-                   "row_index": pa.int64(), "max_abs_diff": pa.float64(), "outputs_agree": pa.bool_()}
-    schema = pa.schema([("row_id", pa.int64()), *[(name, pa.list_(pa.float64())) for name in output_names],
-                        ("input_digest", pa.binary(32)), ("leaf", pa.binary(32)), ("sampled", pa.bool_()),
-                        *proof_types.items()])
+    proof_types = {
+        "proof_id": pa.string(),
+        "proof_hash": pa.string(),
+        "proof_batch": pa.int64(),
+        "row_index": pa.int64(),
+        "max_abs_diff": pa.float64(),
+        "outputs_agree": pa.bool_(),
+    }
+    schema = pa.schema(
+        [
+            ("row_id", pa.int64()),
+            *[(name, pa.list_(pa.float64())) for name in output_names],
+            ("input_digest", pa.binary(32)),
+            ("leaf", pa.binary(32)),
+            ("sampled", pa.bool_()),
+            *proof_types.items(),
+        ]
+    )
     temporary = layout.results.with_name(f".{layout.results.name}.{os.getpid()}.tmp")
     rows = 0
     early_errors: list[RowError] = []
@@ -215,10 +296,11 @@ def merge_sampled(layout: JobLayout, output_names: list[str]) -> dict:
         for path in rows_chunks(layout):
             table = pq.read_table(path)
             failed = table.filter(pc.equal(table.column("status"), "error"))
-            early_errors += [RowError(r["row_id"], r["reason"], r["line"], r["stage"]) for r in
-                             failed.select(["row_id", "reason", "line", "stage"]).to_pylist()]
-            ok = table.filter(pc.equal(table.column("status"), "ok")).drop_columns(
-                ["line", *RESULT_DROP])
+            early_errors += [
+                RowError(r["row_id"], r["reason"], r["line"], r["stage"])
+                for r in failed.select(["row_id", "reason", "line", "stage"]).to_pylist()
+            ]
+            ok = table.filter(pc.equal(table.column("status"), "ok")).drop_columns(["line", *RESULT_DROP])
             ids = ok.column("row_id").to_pylist()
             proofs = [by_row.get(row_id) for row_id in ids]
             ok = ok.append_column("sampled", pa.array([p is not None for p in proofs], pa.bool_()))

@@ -9,7 +9,7 @@ and its rows are not screened.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -44,18 +44,23 @@ class JobReport:
 
     def describe(self) -> str:
         verdict = "OK" if self.ok else f"FAILED ({len(self.problems)} problem(s))"
-        lines = [f"{self.directory}: {verdict}: {self.rows} rows, {self.proofs_verified}/{self.proofs} proofs verified, "
-                 f"{self.errors_listed} rows in errors.csv",
-                 f"  model {self.model_id}; SRS: {self.srs}; input file "
-                 + ("re-hashed and checked row by row" if self.input_checked else "NOT checked (give --input)")]
+        lines = [
+            f"{self.directory}: {verdict}: {self.rows} rows, {self.proofs_verified}/{self.proofs} proofs verified, "
+            f"{self.errors_listed} rows in errors.csv",
+            f"  model {self.model_id}; SRS: {self.srs}; input file "
+            + ("re-hashed and checked row by row" if self.input_checked else "NOT checked (give --input)"),
+        ]
         if self.sampled:
-            lines.append(f"  audit sample: {self.sampled['sample_size']} of {self.sampled['leaves']} rows, seed from "
-                         f"{self.sampled['seed_source']}, Merkle root {self.sampled['root']}")
+            lines.append(
+                f"  audit sample: {self.sampled['sample_size']} of {self.sampled['leaves']} rows, seed from "
+                f"{self.sampled['seed_source']}, Merkle root {self.sampled['root']}"
+            )
         return "\n".join(lines + [f"  - {problem}" for problem in self.problems[:50]])
 
 
-def verify_job(directory: str | Path, package: CircuitPackage | None = None,
-               input_path: str | Path | None = None) -> JobReport:
+def verify_job(
+    directory: str | Path, package: CircuitPackage | None = None, input_path: str | Path | None = None
+) -> JobReport:
     """`package`: the model the auditor expects (default: the job's own); `input_path`: the
     input file, re-hashed and compared with every row's committed or proven input."""
     layout = JobLayout(Path(directory).resolve())
@@ -68,11 +73,16 @@ def verify_job(directory: str | Path, package: CircuitPackage | None = None,
     manifest = json.loads(layout.manifest.read_text())
     package = package or _job_package(manifest)
     if package.model_id != manifest["model_id"]:
-        report.problems.append(f"package {package.root} has model_id {package.model_id}, the job used {manifest['model_id']}")
+        report.problems.append(
+            f"package {package.root} has model_id {package.model_id}, the job used {manifest['model_id']}"
+        )
         return report
     report.model_id = package.model_id
-    report.srs = "INSECURE dev SRS (whoever made it can forge proofs)" if package.insecure else \
-        f"sha256 {package.manifest['srs'].get('sha256', '?')}"
+    report.srs = (
+        "INSECURE dev SRS (whoever made it can forge proofs)"
+        if package.insecure
+        else f"sha256 {package.manifest['srs'].get('sha256', '?')}"
+    )
     if input_path is not None:
         report.input_checked = True
         if sha256_file(Path(input_path)) != manifest["input_sha256"]:
@@ -92,8 +102,9 @@ def verify_job(directory: str | Path, package: CircuitPackage | None = None,
     return report
 
 
-def _check_proven_inputs(layout: JobLayout, package: CircuitPackage, results: list[dict], input_path: Path,
-                         report: JobReport) -> None:
+def _check_proven_inputs(
+    layout: JobLayout, package: CircuitPackage, results: list[dict], input_path: Path, report: JobReport
+) -> None:
     """Every row's proven (quantized) input equals its row of the input file, within one quantum."""
     from serve.scoring.audit import proven_input_problems
     from serve.scoring.inputs import iter_chunks
@@ -128,7 +139,9 @@ def _check_accounting(layout: JobLayout, results: list[dict], report: JobReport)
     summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else {}
     total = summary.get("rows_total")
     if total is not None and len(set(scored) | unscored_errors) != total:
-        report.problems.append(f"{total} input rows, but {len(set(scored) | unscored_errors)} are scored or listed as errors")
+        report.problems.append(
+            f"{total} input rows, but {len(set(scored) | unscored_errors)} are scored or listed as errors"
+        )
 
 
 def _check_proofs(layout: JobLayout, package: CircuitPackage, results: list[dict], report: JobReport) -> None:
@@ -154,8 +167,10 @@ def _check_proofs(layout: JobLayout, package: CircuitPackage, results: list[dict
             if not 0 <= row["row_index"] < proof.rows:
                 report.problems.append(f"row {row['row_id']}: row_index {row['row_index']} outside proof {proof_id}")
                 continue
-            for name, array in zip(output_names, proven):
+            for name, array in zip(output_names, proven, strict=False):
                 diff = float(np.max(np.abs(np.asarray(row[name]) - np.ravel(array[row["row_index"]])), initial=0.0))
                 if diff > package.tolerance:
-                    report.problems.append(f"row {row['row_id']}: output {name} differs from its proof by {diff:.3g} "
-                                           f"(tolerance {package.tolerance:.3g})")
+                    report.problems.append(
+                        f"row {row['row_id']}: output {name} differs from its proof by {diff:.3g} "
+                        f"(tolerance {package.tolerance:.3g})"
+                    )

@@ -12,13 +12,13 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 from serve.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 from serve.security.files import InsecureFile
-from serve.security.keystore import RIGHTS, KeyStore, KeyStoreError
+from serve.security.keystore import RIGHTS, KeyStore, KeyStoreError, keys_path
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,22 @@ class Guard:
 
     @classmethod
     def from_settings(cls, auth_enabled: bool, keys_file: Path, requests_per_s: float = 0.0,
-                      burst_s: float = 2.0) -> "Guard":
+                      burst_s: float = 2.0) -> Guard:
         return cls(bool(auth_enabled), KeyStore(Path(keys_file)) if auth_enabled else None, requests_per_s, burst_s)
+
+    @classmethod
+    def for_section(cls, zkserve: Mapping, section: str) -> Guard:
+        """The guard of one exposed port (``ingress`` or ``verifier``) from the config's zkserve section."""
+        settings = zkserve[section]
+        return cls.from_settings(bool(settings["auth_enabled"]), keys_path(zkserve["state_dir"], settings["keys_file"]),
+                                 float(settings["requests_per_s"]), float(settings["burst_s"]))
 
     def check_store(self) -> int:
         """At start: the key store is readable and private (raises InsecureFile/KeyStoreError);
         the number of active keys."""
         if not self.auth_enabled:
             return 0
-        active = sum(key.active for key in self.store.keys())
+        active = sum(key.active for key in self.store)
         if not active:
             log.warning("authentication is on but %s holds no active API key: every call but health will be "
                         "refused; create one with `zkserve keys create NAME --right verify`", self.store.path)

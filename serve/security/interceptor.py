@@ -8,7 +8,7 @@ streams each have their own cap, so slow streams never starve health or Verify).
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 

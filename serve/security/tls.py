@@ -28,6 +28,17 @@ def server_credentials(cert_file: str | Path, key_file: str | Path) -> grpc.Serv
     return grpc.ssl_server_credentials([(key, _read(cert_file, "tls_cert_file"))])
 
 
+def credentials_for(settings: dict, section: str) -> grpc.ServerCredentials | None:
+    """The TLS credentials an exposed port's settings ask for (``tls_cert_file`` and
+    ``tls_key_file``, both or neither), or None for plaintext."""
+    cert, key = settings.get("tls_cert_file"), settings.get("tls_key_file")
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise TlsConfigError(f"set both {section}.tls_cert_file and {section}.tls_key_file for TLS")
+    return server_credentials(cert, key)
+
+
 def channel_credentials(root_cert_file: str | Path | None = None) -> grpc.ChannelCredentials:
     """Client credentials trusting ``root_cert_file`` (a self-signed server certificate or its
     CA), or the system's roots when None."""

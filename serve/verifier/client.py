@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from zkserve.v1 import verifier_pb2 as pb
+from zkserve.v1 import verifier_pb2_grpc
 
 from circuits import Proof
 from serve.security import tls
-from zkserve.v1 import verifier_pb2 as pb
-from zkserve.v1 import verifier_pb2_grpc
 
 MODES = {"anchor": pb.SUBMIT_MODE_ANCHOR, "onchain": pb.SUBMIT_MODE_ONCHAIN}
 FINAL = {pb.ATTESTATION_STATUS_ANCHORED, pb.ATTESTATION_STATUS_ATTESTED, pb.ATTESTATION_STATUS_REJECTED}
@@ -46,7 +46,7 @@ class VerifierClient:
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel)
 
     @classmethod
-    def for_config(cls, zkserve: dict, token: str | None = None, **kwargs) -> "VerifierClient":
+    def for_config(cls, zkserve: dict, token: str | None = None, **kwargs) -> VerifierClient:
         """A client of the verifier the config describes (its certificate trusted when TLS is on)."""
         verifier = zkserve["verifier"]
         return cls(f"{verifier['host']}:{verifier['port']}", token=token, root_cert=verifier.get("tls_cert_file"),
@@ -55,7 +55,7 @@ class VerifierClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "VerifierClient":
+    def __enter__(self) -> VerifierClient:
         return self
 
     def __exit__(self, *exc) -> None:

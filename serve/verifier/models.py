@@ -102,5 +102,7 @@ def check_proof(package: CircuitPackage, proof: Proof) -> Verdict:
             raise
         return Verdict(False, f"EZKL could not check the proof: {type(error).__name__}")
     if not valid:
-        return Verdict(False, f"the proof does not verify against the verification key of {package.name} ({package.model_id})")
+        return Verdict(
+            False, f"the proof does not verify against the verification key of {package.name} ({package.model_id})"
+        )
     return Verdict(True)

@@ -118,7 +118,7 @@ class Batch:
     block_hash: str | None = None
 
     @classmethod
-    def from_row(cls, row) -> "Batch":
+    def from_row(cls, row) -> Batch:
         model_ids = json.loads(row["model_ids"])
         rows = json.loads(row["model_rows"]) if row["model_rows"] else [row["size"]] * len(model_ids)
         return cls(row["id"], row["kind"], row["root"], row["size"], model_ids, row["state"], row["attempts"],
@@ -178,12 +178,20 @@ class Outbox:
         ``rows``: what the proof proves (its circuit's batch), counted on chain as usage."""
         with self._transaction() as db:
             inserted = db.execute(
-                "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, instances_hash, leaf, proof, instances, rows,"
+                "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, instances_hash, leaf, proof, instances, "
+                "rows,"
                 " submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (proof_hash, model_id, mode, instances_hash, leaf,
-                 proof if mode == ONCHAIN else None,
-                 json.dumps([str(i) for i in instances]) if mode == ONCHAIN and instances is not None else None,
-                 int(rows), time.time()),
+                (
+                    proof_hash,
+                    model_id,
+                    mode,
+                    instances_hash,
+                    leaf,
+                    proof if mode == ONCHAIN else None,
+                    json.dumps([str(i) for i in instances]) if mode == ONCHAIN and instances is not None else None,
+                    int(rows),
+                    time.time(),
+                ),
             ).rowcount
         return self.get(proof_hash), bool(inserted)
 
@@ -194,7 +202,8 @@ class Outbox:
             row = self._db.execute(
                 "SELECT p.*, b.root AS b_root, b.size AS b_size, b.tx_hash AS b_tx, b.block_number AS b_block,"
                 " b.attempts AS b_attempts, b.last_error AS b_error,"
-                " (SELECT t.tx_hash FROM transactions t WHERE t.batch_id = p.batch_id ORDER BY t.sent_at DESC LIMIT 1) AS t_latest"
+                " (SELECT t.tx_hash FROM transactions t WHERE t.batch_id = p.batch_id"
+                " ORDER BY t.sent_at DESC LIMIT 1) AS t_latest"
                 " FROM proofs p LEFT JOIN batches b ON b.id = p.batch_id WHERE p.proof_hash = ?",
                 (proof_hash,),
             ).fetchone()
@@ -204,20 +213,31 @@ class Outbox:
         if row["status"] == PENDING and not last_error:
             last_error = self._head_of_line_error()
         return ProofRecord(
-            proof_hash=row["proof_hash"], model_id=row["model_id"], mode=row["mode"],
-            instances_hash=row["instances_hash"], leaf=row["leaf"], status=row["status"],
-            submitted_at=row["submitted_at"], batch_id=row["batch_id"],
+            proof_hash=row["proof_hash"],
+            model_id=row["model_id"],
+            mode=row["mode"],
+            instances_hash=row["instances_hash"],
+            leaf=row["leaf"],
+            status=row["status"],
+            submitted_at=row["submitted_at"],
+            batch_id=row["batch_id"],
             merkle_path=json.loads(row["merkle_path"]) if row["merkle_path"] else [],
-            reason=row["reason"], finalized_at=row["finalized_at"], merkle_root=row["b_root"],
-            batch_size=row["b_size"] or 0, tx_hash=row["b_tx"] or row["t_latest"], block_number=row["b_block"],
-            attempts=row["b_attempts"] or 0, last_error=last_error,
+            reason=row["reason"],
+            finalized_at=row["finalized_at"],
+            merkle_root=row["b_root"],
+            batch_size=row["b_size"] or 0,
+            tx_hash=row["b_tx"] or row["t_latest"],
+            block_number=row["b_block"],
+            attempts=row["b_attempts"] or 0,
+            last_error=last_error,
         )
 
     def _head_of_line_error(self) -> str | None:
         """Why the queue is stuck, for proofs waiting behind the batch that is failing."""
         with self._lock:
-            row = self._db.execute("SELECT id, last_error FROM batches WHERE state IN ('queued', 'sent')"
-                                   " ORDER BY id LIMIT 1").fetchone()
+            row = self._db.execute(
+                "SELECT id, last_error FROM batches WHERE state IN ('queued', 'sent') ORDER BY id LIMIT 1"
+            ).fetchone()
         return f"waiting behind batch {row['id']}: {row['last_error']}" if row and row["last_error"] else None
 
     def counts(self) -> dict[str, int]:
@@ -236,16 +256,20 @@ class Outbox:
         now = time.time() if now is None else now
         formed = 0
         with self._transaction() as db:
-            for row in db.execute("SELECT proof_hash, model_id, rows FROM proofs WHERE mode = 'onchain'"
-                                  " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at").fetchall():
+            for row in db.execute(
+                "SELECT proof_hash, model_id, rows FROM proofs WHERE mode = 'onchain'"
+                " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at"
+            ).fetchall():
                 batch_id = self._insert_batch(db, ONCHAIN, None, 1, [row["model_id"]], [row["rows"]], now)
                 db.execute("UPDATE proofs SET batch_id = ? WHERE proof_hash = ?", (batch_id, row["proof_hash"]))
                 formed += 1
             while True:
-                rows = db.execute("SELECT proof_hash, model_id, leaf, rows, submitted_at FROM proofs"
-                                  " WHERE mode = 'anchor'"
-                                  " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at, rowid LIMIT ?",
-                                  (anchor_batch_size,)).fetchall()
+                rows = db.execute(
+                    "SELECT proof_hash, model_id, leaf, rows, submitted_at FROM proofs"
+                    " WHERE mode = 'anchor'"
+                    " AND status = 'pending' AND batch_id IS NULL ORDER BY submitted_at, rowid LIMIT ?",
+                    (anchor_batch_size,),
+                ).fetchall()
                 if not rows or (len(rows) < anchor_batch_size and now - rows[0]["submitted_at"] < anchor_max_age_s):
                     break
                 tree = MerkleTree.build([bytes.fromhex(r["leaf"][2:]) for r in rows])
@@ -254,21 +278,27 @@ class Outbox:
                 batch_id = self._insert_batch(db, ANCHOR, "0x" + tree.root.hex(), len(rows), model_ids, model_rows, now)
                 for index, r in enumerate(rows):
                     path = json.dumps(["0x" + h.hex() for h in tree.path(index)])
-                    db.execute("UPDATE proofs SET batch_id = ?, merkle_path = ? WHERE proof_hash = ?",
-                               (batch_id, path, r["proof_hash"]))
+                    db.execute(
+                        "UPDATE proofs SET batch_id = ?, merkle_path = ? WHERE proof_hash = ?",
+                        (batch_id, path, r["proof_hash"]),
+                    )
                 formed += 1
         return formed
 
     @staticmethod
-    def _insert_batch(db, kind: str, root: str | None, size: int, model_ids: list[str], model_rows: list[int],
-                      now: float) -> int:
-        return db.execute("INSERT INTO batches (kind, root, size, model_ids, model_rows, created_at)"
-                          " VALUES (?, ?, ?, ?, ?, ?)",
-                          (kind, root, size, json.dumps(model_ids), json.dumps(model_rows), now)).lastrowid
+    def _insert_batch(
+        db, kind: str, root: str | None, size: int, model_ids: list[str], model_rows: list[int], now: float
+    ) -> int:
+        return db.execute(
+            "INSERT INTO batches (kind, root, size, model_ids, model_rows, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, root, size, json.dumps(model_ids), json.dumps(model_rows), now),
+        ).lastrowid
 
     def oldest_unbatched_age(self, now: float | None = None) -> float | None:
         with self._lock:
-            row = self._db.execute("SELECT MIN(submitted_at) FROM proofs WHERE status = 'pending' AND batch_id IS NULL").fetchone()
+            row = self._db.execute(
+                "SELECT MIN(submitted_at) FROM proofs WHERE status = 'pending' AND batch_id IS NULL"
+            ).fetchone()
         return None if row[0] is None else (time.time() if now is None else now) - row[0]
 
     # ---- sending ----
@@ -278,27 +308,34 @@ class Outbox:
         order, so there is never more than one of our transactions in flight."""
         now = time.time() if now is None else now
         with self._lock:
-            row = self._db.execute("SELECT * FROM batches WHERE state IN ('queued', 'sent') ORDER BY id LIMIT 1").fetchone()
+            row = self._db.execute(
+                "SELECT * FROM batches WHERE state IN ('queued', 'sent') ORDER BY id LIMIT 1"
+            ).fetchone()
         if row is None or row["next_attempt_at"] > now:
             return None
         return Batch.from_row(row)
 
     def onchain_payload(self, batch: Batch) -> tuple[str, str, bytes, list[int]]:
         with self._lock:
-            row = self._db.execute("SELECT proof_hash, model_id, proof, instances FROM proofs WHERE batch_id = ?",
-                                   (batch.id,)).fetchone()
+            row = self._db.execute(
+                "SELECT proof_hash, model_id, proof, instances FROM proofs WHERE batch_id = ?", (batch.id,)
+            ).fetchone()
         return row["proof_hash"], row["model_id"], bytes(row["proof"]), [int(i) for i in json.loads(row["instances"])]
 
     def transactions(self, batch_id: int) -> list[Transaction]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM transactions WHERE batch_id = ? ORDER BY sent_at DESC", (batch_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM transactions WHERE batch_id = ? ORDER BY sent_at DESC", (batch_id,)
+            ).fetchall()
         return [Transaction(r["tx_hash"], r["nonce"], bytes(r["raw"]), r["sent_at"]) for r in rows]
 
     def record_transaction(self, batch_id: int, tx_hash: str, nonce: int, raw: bytes) -> None:
         """Committed before the broadcast: a crash after sending still knows the hash."""
         with self._transaction(notify=False) as db:
-            db.execute("INSERT OR IGNORE INTO transactions (tx_hash, batch_id, nonce, raw, sent_at) VALUES (?, ?, ?, ?, ?)",
-                       (tx_hash, batch_id, nonce, raw, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO transactions (tx_hash, batch_id, nonce, raw, sent_at) VALUES (?, ?, ?, ?, ?)",
+                (tx_hash, batch_id, nonce, raw, time.time()),
+            )
             db.execute("UPDATE batches SET state = 'sent' WHERE id = ?", (batch_id,))
 
     def requeue(self, batch_id: int) -> None:
@@ -309,8 +346,10 @@ class Outbox:
     def retry_later(self, batch_id: int, error: str, base_s: float, max_s: float) -> float:
         """Exponential backoff with jitter; the error is shown to GetAttestation callers."""
         with self._transaction() as db:
-            attempts = db.execute("UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE id = ? RETURNING attempts",
-                                  (error, batch_id)).fetchone()[0]
+            attempts = db.execute(
+                "UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE id = ? RETURNING attempts",
+                (error, batch_id),
+            ).fetchone()[0]
             delay = min(max_s, base_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
             db.execute("UPDATE batches SET next_attempt_at = ? WHERE id = ?", (time.time() + delay, batch_id))
         return delay
@@ -320,23 +359,35 @@ class Outbox:
         with self._transaction() as db:
             kind = db.execute("SELECT kind FROM batches WHERE id = ?", (batch_id,)).fetchone()["kind"]
             now = time.time()
-            db.execute("UPDATE batches SET state = 'confirmed', tx_hash = ?, block_number = ?, block_hash = ?,"
-                       " confirmed_at = ?, last_error = NULL WHERE id = ?",
-                       (tx_hash, block_number, block_hash, now, batch_id))
-            db.execute("UPDATE proofs SET status = ?, finalized_at = ?, reason = NULL WHERE batch_id = ?",
-                       (ANCHORED if kind == ANCHOR else ATTESTED, now, batch_id))
+            db.execute(
+                "UPDATE batches SET state = 'confirmed', tx_hash = ?, block_number = ?, block_hash = ?,"
+                " confirmed_at = ?, last_error = NULL WHERE id = ?",
+                (tx_hash, block_number, block_hash, now, batch_id),
+            )
+            db.execute(
+                "UPDATE proofs SET status = ?, finalized_at = ?, reason = NULL WHERE batch_id = ?",
+                (ANCHORED if kind == ANCHOR else ATTESTED, now, batch_id),
+            )
 
     def reject(self, batch_id: int, reason: str, tx_hash: str | None = None, model_id: str | None = None) -> None:
         """The contract refused the batch for good: its proofs (or, with ``model_id``, only
         that model's) are final with the reason; the others go back to be batched again."""
         with self._transaction() as db:
             now = time.time()
-            db.execute("UPDATE batches SET state = 'rejected', tx_hash = ?, last_error = ? WHERE id = ?", (tx_hash, reason, batch_id))
+            db.execute(
+                "UPDATE batches SET state = 'rejected', tx_hash = ?, last_error = ? WHERE id = ?",
+                (tx_hash, reason, batch_id),
+            )
             scope, args = ("", ()) if model_id is None else (" AND model_id = ?", (model_id,))
-            db.execute("UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL"
-                       f" WHERE batch_id = ?{scope}", (reason, now, batch_id, *args))
-            db.execute("UPDATE proofs SET batch_id = NULL, merkle_path = NULL WHERE batch_id = ? AND status = 'pending'",
-                       (batch_id,))
+            db.execute(
+                "UPDATE proofs SET status = 'rejected', reason = ?, finalized_at = ?, proof = NULL"
+                f" WHERE batch_id = ?{scope}",
+                (reason, now, batch_id, *args),
+            )
+            db.execute(
+                "UPDATE proofs SET batch_id = NULL, merkle_path = NULL WHERE batch_id = ? AND status = 'pending'",
+                (batch_id,),
+            )
 
     # ---- reconciliation with the chain ----
 
@@ -350,7 +401,9 @@ class Outbox:
     def batch_proofs(self, batch_id: int) -> list[tuple[str, str]]:
         """(proof_hash, model_id) of each proof in the batch."""
         with self._lock:
-            rows = self._db.execute("SELECT proof_hash, model_id FROM proofs WHERE batch_id = ?", (batch_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT proof_hash, model_id FROM proofs WHERE batch_id = ?", (batch_id,)
+            ).fetchall()
         return [(row[0], row[1]) for row in rows]
 
     def model_ids_in_use(self) -> list[str]:
@@ -364,11 +417,15 @@ class Outbox:
         go back to pending and the batch is sent again, signed afresh."""
         with self._transaction() as db:
             db.execute("DELETE FROM transactions WHERE batch_id = ?", (batch_id,))
-            db.execute("UPDATE batches SET state = 'queued', tx_hash = NULL, block_number = NULL, block_hash = NULL,"
-                       " confirmed_at = NULL, attempts = 0, next_attempt_at = 0, last_error = ? WHERE id = ?",
-                       (reason, batch_id))
-            db.execute("UPDATE proofs SET status = 'pending', finalized_at = NULL, reason = NULL WHERE batch_id = ?",
-                       (batch_id,))
+            db.execute(
+                "UPDATE batches SET state = 'queued', tx_hash = NULL, block_number = NULL, block_hash = NULL,"
+                " confirmed_at = NULL, attempts = 0, next_attempt_at = 0, last_error = ? WHERE id = ?",
+                (reason, batch_id),
+            )
+            db.execute(
+                "UPDATE proofs SET status = 'pending', finalized_at = NULL, reason = NULL WHERE batch_id = ?",
+                (batch_id,),
+            )
 
     def forget_transactions(self, batch_id: int) -> None:
         """Our transactions of a batch that the node will never mine (their nonces are beyond

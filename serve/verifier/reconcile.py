@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from serve.chain.client import ChainClient, ChainError, ChainUnavailable
 from serve.chain.registry import Registry

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from serve.chain.client import ChainClient, ChainError, ChainUnavailable, NonceTooLow, SignedTx, TxReverted
 from serve.chain.registry import Registry
@@ -52,7 +52,7 @@ class ChainSender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chain-sender", daemon=True)
 
-    def start(self) -> "ChainSender":
+    def start(self) -> ChainSender:
         self._thread.start()
         return self
 
@@ -102,7 +102,14 @@ class ChainSender:
                 else registry.attest_call(*self._attest_args(batch)))
         signed = self.chain.build_and_sign(call, self.chain.pending_nonce(), registry.abi)
         self.outbox.record_transaction(batch.id, signed.tx_hash, signed.nonce, signed.raw)
-        log.info("batch %d (%s, %d proofs): sending %s nonce %d", batch.id, batch.kind, batch.size, signed.tx_hash, signed.nonce)
+        log.info(
+            "batch %d (%s, %d proofs): sending %s nonce %d",
+            batch.id,
+            batch.kind,
+            batch.size,
+            signed.tx_hash,
+            signed.nonce,
+        )
         try:
             self.chain.broadcast(signed)
         except NonceTooLow:
@@ -132,8 +139,9 @@ class ChainSender:
                 return True
             if receipt["status"] == 1:
                 block_hash = receipt.get("blockHash")
-                self.outbox.confirm(batch.id, tx.tx_hash, receipt["blockNumber"],
-                                    "0x" + bytes(block_hash).hex() if block_hash else None)
+                self.outbox.confirm(
+                    batch.id, tx.tx_hash, receipt["blockNumber"], "0x" + bytes(block_hash).hex() if block_hash else None
+                )
                 log.info("batch %d confirmed in block %d (%s)", batch.id, receipt["blockNumber"], tx.tx_hash)
                 return True
             raise TxReverted("the transaction failed when mined", tx.tx_hash)
@@ -175,8 +183,11 @@ class ChainSender:
         kind = reason.split("(", 1)[0]
         if kind == "UnknownModel":
             model_id = _model_in(reason, batch)
-            problem = (self.reconciler.register_again(model_id) if self.reconciler is not None and model_id
-                       else "no package to register it from")
+            problem = (
+                self.reconciler.register_again(model_id)
+                if self.reconciler is not None and model_id
+                else "no package to register it from"
+            )
             if problem is None:
                 self.outbox.requeue(batch.id)
                 return
@@ -187,7 +198,9 @@ class ChainSender:
             self.outbox.reject(batch.id, f"contract refused it: {reason}", error.tx_hash, model_id=model_id)
             return
         self.outbox.requeue(batch.id)
-        delay = self.outbox.retry_later(batch.id, f"contract reverted: {error.reason}", self.retry_base_s, self.retry_max_s)
+        delay = self.outbox.retry_later(
+            batch.id, f"contract reverted: {error.reason}", self.retry_base_s, self.retry_max_s
+        )
         log.warning("batch %d reverted (%s); retrying in %.1f s", batch.id, error.reason, delay)
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from zkserve.v1 import verifier_pb2, verifier_pb2_grpc
 
 from circuits.paths import StatePaths
 from serve.chain.connect import ChainConnection, connect
 from serve.chain.registry import Registry
-from serve.security import Guard, keys_path, require_safe_bind, tls
+from serve.security import Guard, require_safe_bind, tls
 from serve.security.interceptor import GuardInterceptor, RpcLimits
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import ModelCatalog
@@ -25,7 +26,6 @@ from serve.verifier.outbox import Outbox
 from serve.verifier.reconcile import DEFAULT_INTERVAL_S, ChainTruth, Reconciler
 from serve.verifier.sender import ChainSender
 from serve.verifier.service import RegistryHandle, VerifierService
-from zkserve.v1 import verifier_pb2, verifier_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,6 @@ def outbox_path(state_dir: str | Path) -> Path:
     return StatePaths(Path(state_dir)).outbox
 
 
-def verifier_guard(zk: dict) -> Guard:
-    settings = zk["verifier"]
-    return Guard.from_settings(bool(settings["auth_enabled"]), keys_path(zk["state_dir"], settings["keys_file"]),
-                               float(settings["requests_per_s"]), float(settings["burst_s"]))
-
-
 class VerifierServer:
     def __init__(self, config: dict, package_dirs: list[Path] = (), insecure_no_auth: bool = False):
         zk = config["zkserve"]
@@ -50,14 +44,10 @@ class VerifierServer:
         # refuse an open port beyond loopback before anything starts
         require_safe_bind(self.settings["host"], bool(self.settings["auth_enabled"]), insecure_no_auth,
                           "verifier.auth_enabled", "the verifier service")
-        self.guard = verifier_guard(zk)
+        self.guard = Guard.for_section(zk, "verifier")
         self.guard.check_store()
         self.limits = RpcLimits(int(self.settings["max_concurrent_rpcs"]), int(self.settings["max_streams"]))
-        credentials = None
-        if self.settings["tls_cert_file"] or self.settings["tls_key_file"]:
-            if not (self.settings["tls_cert_file"] and self.settings["tls_key_file"]):
-                raise tls.TlsConfigError("set both verifier.tls_cert_file and verifier.tls_key_file for TLS")
-            credentials = tls.server_credentials(self.settings["tls_cert_file"], self.settings["tls_key_file"])
+        credentials = tls.credentials_for(self.settings, "verifier")
         self.outbox = Outbox(outbox_path(state_dir))
         self.catalog = ModelCatalog(state_dir, list(package_dirs))
         self.connection: ChainConnection = connect(zk)
@@ -94,7 +84,7 @@ class VerifierServer:
             raise OSError(f"cannot listen on {address} (in use?); set verifier.port")
         self.address = f"{self.settings['host']}:{self.port}"
 
-    def start(self) -> "VerifierServer":
+    def start(self) -> VerifierServer:
         try:
             self.registry()  # deploy/locate the registry now when the chain is up; later otherwise
         except Exception as error:  # noqa: BLE001 - the chain may be down; the sender retries

@@ -14,15 +14,23 @@ import re
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
+from zkserve.v1 import verifier_pb2 as pb
+from zkserve.v1 import verifier_pb2_grpc
 
 from circuits import Proof
 from serve.chain.client import ChainError, ChainUnavailable
 from serve.chain.registry import Registry
 from serve.errors import (
-    DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServeError, Unavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServeError,
+    Unavailable,
     code_name,
 )
 from serve.merkle import instances_hash, leaf_of
@@ -32,8 +40,6 @@ from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
 from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
 from serve.verifier.reconcile import ChainTruth
-from zkserve.v1 import verifier_pb2 as pb
-from zkserve.v1 import verifier_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +57,10 @@ def _fail(context: grpc.ServicerContext, error: Exception, method: str):
         context.abort(error.code, error.message)
     incident = uuid.uuid4().hex[:12]
     log.exception("%s failed (incident %s)", method, incident)
-    context.abort(grpc.StatusCode.INTERNAL,
-                  f"{method} failed inside the verifier (incident {incident}); the operator can find it in the service log")
+    context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"{method} failed inside the verifier (incident {incident}); the operator can find it in the service log",
+    )
 
 
 def unary(method):
@@ -65,6 +73,7 @@ def unary(method):
             _fail(context, error, method.__name__)
         self.count(method.__name__, "OK")
         return response
+
     return wrapper
 
 
@@ -77,6 +86,7 @@ def streaming(method):
             self.count(method.__name__, code_name(error))
             _fail(context, error, method.__name__)
         self.count(method.__name__, "OK")
+
     return wrapper
 
 
@@ -115,20 +125,32 @@ class RegistryHandle:
             registry = self()
             registered = registry.is_registered(model_id)
         except ChainUnavailable as error:
-            raise Unavailable(f"cannot reach the chain to check that {name} is registered ({redact(error)}); "
-                              "retry shortly") from None
+            raise Unavailable(
+                f"cannot reach the chain to check that {name} is registered ({redact(error)}); retry shortly"
+            ) from None
         except ChainError as error:
             raise Unavailable(f"chain error while checking {name}: {redact(error)}") from None
         if not registered:
-            raise FailedPrecondition(f"model {name} ({model_id}) is not registered in the registry at "
-                                     f"{registry.address}; run `zkserve register {name}` first")
+            raise FailedPrecondition(
+                f"model {name} ({model_id}) is not registered in the registry at "
+                f"{registry.address}; run `zkserve register {name}` first"
+            )
         self._registered.add(model_id)
 
 
 class VerifierService(verifier_pb2_grpc.VerifierServicer):
-    def __init__(self, catalog: ModelCatalog, outbox: Outbox, registry: RegistryHandle, watch_poll_s: float = 1.0,
-                 metrics: VerifierMetrics | None = None, truth: ChainTruth | None = None,
-                 stream_max_s: float = 600.0, max_queued_proofs_per_key: int = 0, max_queued_proofs: int = 0):
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        outbox: Outbox,
+        registry: RegistryHandle,
+        watch_poll_s: float = 1.0,
+        metrics: VerifierMetrics | None = None,
+        truth: ChainTruth | None = None,
+        stream_max_s: float = 600.0,
+        max_queued_proofs_per_key: int = 0,
+        max_queued_proofs: int = 0,
+    ):
         self.truth = truth  # the chain is the truth: a record is shown final only while it holds
         self.catalog = catalog
         self.outbox = outbox
@@ -171,14 +193,23 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
             record = self.truth.check(record)
         registry = self.registry.resolved
         return pb.AttestationRecord(
-            proof_hash=record.proof_hash, model_id=record.model_id, status=STATUS[record.status],
-            mode=MODE_TO_PROTO[record.mode], instances_hash=record.instances_hash, leaf=record.leaf,
-            tx_hash=record.tx_hash or "", block_number=record.block_number or 0,
-            merkle_root=record.merkle_root or "", merkle_path=record.merkle_path, batch_size=record.batch_size,
+            proof_hash=record.proof_hash,
+            model_id=record.model_id,
+            status=STATUS[record.status],
+            mode=MODE_TO_PROTO[record.mode],
+            instances_hash=record.instances_hash,
+            leaf=record.leaf,
+            tx_hash=record.tx_hash or "",
+            block_number=record.block_number or 0,
+            merkle_root=record.merkle_root or "",
+            merkle_path=record.merkle_path,
+            batch_size=record.batch_size,
             registry_address=registry.address if registry else "",
             chain_id=registry.chain.chain_id() if registry else 0,
             reason=redact(record.reason or (record.last_error if not record.final else "") or ""),
-            attempts=record.attempts, submitted_at=record.submitted_at, finalized_at=record.finalized_at or 0.0,
+            attempts=record.attempts,
+            submitted_at=record.submitted_at,
+            finalized_at=record.finalized_at or 0.0,
             insecure_srs=self._insecure(record.model_id),
         )
 
@@ -202,9 +233,16 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
     @unary
     def Verify(self, request, context):
         package, proof, verdict, digest, leaf = self._verify(request)
-        return pb.VerifyResponse(valid=verdict.valid, reason=verdict.reason, model_id=package.model_id,
-                                 proof_hash=proof.proof_hash, instances=[str(i) for i in proof.instances],
-                                 instances_hash=digest, leaf=leaf, insecure_srs=package.insecure)
+        return pb.VerifyResponse(
+            valid=verdict.valid,
+            reason=verdict.reason,
+            model_id=package.model_id,
+            proof_hash=proof.proof_hash,
+            instances=[str(i) for i in proof.instances],
+            instances_hash=digest,
+            leaf=leaf,
+            insecure_srs=package.insecure,
+        )
 
     @unary
     def Submit(self, request, context):
@@ -221,13 +259,23 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         if existing is not None:
             return pb.SubmitResponse(attestation=self._record(existing), already_submitted=True)
         if self.max_queued_proofs > 0 and self.outbox.counts().get("pending", 0) >= self.max_queued_proofs:
-            raise ResourceExhausted(f"the verifier has {self.max_queued_proofs} proofs waiting for the chain, "
-                                    "its bound "
-                                    "(verifier.max_queued_proofs); retry later")
+            raise ResourceExhausted(
+                f"the verifier has {self.max_queued_proofs} proofs waiting for the chain, "
+                "its bound "
+                "(verifier.max_queued_proofs); retry later"
+            )
         self.registry.require_registered(package.model_id, package.name)
         self.queued.reserve(principal, proof.proof_hash)
-        record, added = self.outbox.add(proof.proof_hash, package.model_id, mode, digest, leaf,
-                                        proof=proof.proof_bytes, instances=proof.instances, rows=package.batch_size)
+        record, added = self.outbox.add(
+            proof.proof_hash,
+            package.model_id,
+            mode,
+            digest,
+            leaf,
+            proof=proof.proof_bytes,
+            instances=proof.instances,
+            rows=package.batch_size,
+        )
         log.info("queued %s (%s, %s)", proof.proof_hash, package.name, mode)
         return pb.SubmitResponse(attestation=self._record(record), already_submitted=not added)
 
@@ -243,8 +291,10 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         deadline = time.monotonic() + self.stream_max_s
         while not record.final and context.is_active():
             if time.monotonic() >= deadline:
-                raise DeadlineExceeded(f"the stream was open {self.stream_max_s:g} s, the verifier's bound "
-                                       "(verifier.stream_max_s); watch again to go on")
+                raise DeadlineExceeded(
+                    f"the stream was open {self.stream_max_s:g} s, the verifier's bound "
+                    "(verifier.stream_max_s); watch again to go on"
+                )
             self.outbox.wait_for_change(min(self.watch_poll_s, max(0.0, deadline - time.monotonic())))
             record = self.outbox.get(record.proof_hash)
             current = self._record(record)

@@ -18,9 +18,9 @@ from serve.chain.anvil import AnvilProcess
 from serve.chain.client import ChainClient
 from serve.chain.keys import ANVIL_DEV_KEY
 from serve.chain.registry import Registry
+from serve.ports import free_port
 from serve.verifier.client import VerifierClient
 from tests.e2e.serving_fixtures import serving_app  # noqa: F401 - a session fixture shared by the serving tests
-from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # anvil's second dev account: a key with funds but no role in the registry

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from serve.chain.keys import ANVIL_DEV_KEY
-from tests.conftest import run_cli
 from serve.ports import free_port
+from tests.conftest import run_cli
 from tests.e2e.conftest import tamper_output
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,11 @@ def test_register_verify_attestation(tmp_path, mlp_package, mlp_proofs):
     ok = run_cli("verify", str(good), "--model", str(mlp_package.root), "--onchain", env=env, timeout=180)
     assert ok.returncode == 0 and "off chain: VALID" in ok.stderr and "on chain" in ok.stderr, ok.stderr
     refused = run_cli("verify", str(bad), "--model", str(mlp_package.root), "--onchain", env=env, timeout=180)
-    assert refused.returncode == 1 and "off chain: INVALID" in refused.stderr and "INVALID" in refused.stderr.split("on chain")[1]
+    assert (
+        refused.returncode == 1
+        and "off chain: INVALID" in refused.stderr
+        and "INVALID" in refused.stderr.split("on chain")[1]
+    )
 
     lookup = run_cli("attestation", mlp_proofs[0].proof_hash, env=env, timeout=180)
     assert lookup.returncode == 1 and "not attested on chain" in lookup.stderr, lookup.stderr
@@ -52,8 +56,11 @@ def test_usage_and_insecure_srs_refusal(tmp_path, mlp_package, mlp_proofs):
     assert mlp_package.insecure  # the demo packages use a dev SRS
     port = free_port()
     with AnvilProcess(tmp_path / "chain" / "anvil-state.json", port=port) as node:
-        by_url = {"ZKSERVE_HOME": str(tmp_path), "ZKSERVE_CHAIN_RPC_URL": node.url,
-                  "ZKSERVE_CHAIN_PRIVATE_KEY": ANVIL_DEV_KEY}
+        by_url = {
+            "ZKSERVE_HOME": str(tmp_path),
+            "ZKSERVE_CHAIN_RPC_URL": node.url,
+            "ZKSERVE_CHAIN_PRIVATE_KEY": ANVIL_DEV_KEY,
+        }
         refused = run_cli("register", str(mlp_package.root), env=by_url, timeout=180)
         assert refused.returncode == 1 and "INSECURE SRS" in refused.stderr and "--allow-insecure-srs" in refused.stderr
         allowed = run_cli("register", str(mlp_package.root), "--allow-insecure-srs", env=by_url, timeout=180)
@@ -61,7 +68,9 @@ def test_usage_and_insecure_srs_refusal(tmp_path, mlp_package, mlp_proofs):
 
         registry = Registry.ensure(dev_chain(node.url), tmp_path)
         proof = mlp_proofs[0]
-        registry.chain.transact(registry.attest_call(mlp_package.model_id, proof.proof_bytes, proof.instances), registry.abi)
+        registry.chain.transact(
+            registry.attest_call(mlp_package.model_id, proof.proof_bytes, proof.instances), registry.abi
+        )
         registry.chain.transact(registry.anchor_call(b"\x07" * 32, 3, [mlp_package.model_id], [3]), registry.abi)
         usage = run_cli("usage", str(mlp_package.root), env=by_url, timeout=180)
         assert usage.returncode == 0, usage.stderr
@@ -72,7 +81,8 @@ def test_usage_and_insecure_srs_refusal(tmp_path, mlp_package, mlp_proofs):
         outsider = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's second dev account
         granted = run_cli("roles", "grant", "anchorer", outsider, env=by_url, timeout=180)
         assert granted.returncode == 0 and f"anchorer: {outsider}" in granted.stderr.replace(
-            registry.chain.address + ", ", ""), granted.stderr
+            registry.chain.address + ", ", ""
+        ), granted.stderr
         assert registry.has_role("anchorer", outsider)
         revoked = run_cli("roles", "revoke", "anchorer", outsider, env=by_url, timeout=180)
         assert revoked.returncode == 0 and not registry.has_role("anchorer", outsider), revoked.stderr

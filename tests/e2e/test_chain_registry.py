@@ -91,15 +91,18 @@ def test_roles_are_separate_and_admin_only(fresh_registry, mlp_package, tmp_path
     with pytest.raises(TxReverted, match="AccessControlUnauthorizedAccount"):  # registrar is not anchorer
         third.transact(as_third.functions.anchor(os.urandom(32), 1, [to_bytes32(mlp_package.model_id)], [1]),
                        registry.abi)
-    third.transact(as_third.functions.registerModel(os.urandom(32), registered["verifier"], 1, "by third"), registry.abi)
+    third.transact(
+        as_third.functions.registerModel(os.urandom(32), registered["verifier"], 1, "by third"), registry.abi
+    )
 
     # revoke and renounce, with events; the admin role follows ownership only
     registry.revoke_role("anchorer", outsider.address)
     assert not registry.has_role("anchorer", outsider.address)
     assert events(registry, "RoleRevoked", account=outsider.address)[-1]["args"]["sender"] == deployer
     with pytest.raises(TxReverted, match="AccessControlUnauthorizedAccount"):
-        outsider.transact(as_outsider.functions.anchor(os.urandom(32), 1, [to_bytes32(mlp_package.model_id)], [1]),
-                          registry.abi)
+        outsider.transact(
+            as_outsider.functions.anchor(os.urandom(32), 1, [to_bytes32(mlp_package.model_id)], [1]), registry.abi
+        )
     with pytest.raises(TxReverted, match="AccessControlBadConfirmation"):
         third.transact(as_third.functions.renounceRole(ROLES["registrar"], deployer), registry.abi)
     third.transact(as_third.functions.renounceRole(ROLES["registrar"], third.address), registry.abi)
@@ -145,7 +148,9 @@ def test_deprecated_model_is_never_rebound(fresh_registry, mlp_package, mlp_proo
         attest(registry, mlp_package.model_id, mlp_proofs[1])
     with pytest.raises(TxReverted, match="DeprecatedModel"):
         registry.chain.transact(registry.anchor_call(keccak(b"late"), 1, [mlp_package.model_id], [1]), registry.abi)
-    call = registry.contract.functions.registerModel(to_bytes32(mlp_package.model_id), registered["verifier"], 1, "again")
+    call = registry.contract.functions.registerModel(
+        to_bytes32(mlp_package.model_id), registered["verifier"], 1, "again"
+    )
     with pytest.raises(TxReverted, match="ModelAlreadyRegistered"):
         registry.chain.transact(call, registry.abi)
     assert attest(registry, mlp_package.model_id, mlp_proofs[0])["status"] == 1  # a retry of a record made before
@@ -172,15 +177,18 @@ def test_usage_counts_rows_per_model(fresh_registry, mlp_package, cnn_package, m
     attest(registry, mlp_package.model_id, mlp_proofs[2])  # a retry counts nothing
     attest(registry, cnn_package.model_id, cnn_proof)
     root = MerkleTree.build([keccak(os.urandom(8)) for _ in range(3)]).root
-    registry.chain.transact(registry.anchor_call(root, 3, [mlp_package.model_id, cnn_package.model_id], [2, 1]),
-                            registry.abi)
-    registry.chain.transact(registry.anchor_call(root, 3, [mlp_package.model_id, cnn_package.model_id], [2, 1]),
-                            registry.abi)  # re-anchoring: no-op, counted once
+    registry.chain.transact(
+        registry.anchor_call(root, 3, [mlp_package.model_id, cnn_package.model_id], [2, 1]), registry.abi
+    )
+    registry.chain.transact(
+        registry.anchor_call(root, 3, [mlp_package.model_id, cnn_package.model_id], [2, 1]), registry.abi
+    )  # re-anchoring: no-op, counted once
     assert registry.usage(mlp_package.model_id) == {"anchored_rows": 2, "attested_rows": mlp_package.batch_size}
     assert registry.usage(cnn_package.model_id) == {"anchored_rows": 1, "attested_rows": cnn_package.batch_size}
     mine = events(registry, "Usage", modelId=to_bytes32(mlp_package.model_id))  # what a model owner indexes
     assert sorted((e["args"]["anchored"], e["args"]["rows"], e["args"]["ref"]) for e in mine) == sorted(
-        [(False, mlp_package.batch_size, to_bytes32(mlp_proofs[2].proof_hash)), (True, 2, root)])
+        [(False, mlp_package.batch_size, to_bytes32(mlp_proofs[2].proof_hash)), (True, 2, root)]
+    )
     with pytest.raises(TxReverted, match="LengthMismatch"):
         registry.chain.transact(registry.anchor_call(keccak(b"m"), 1, [mlp_package.model_id], []), registry.abi)
     with pytest.raises(TxReverted, match="RowsTooLarge"):
@@ -192,8 +200,11 @@ def test_usage_counts_rows_per_model(fresh_registry, mlp_package, cnn_package, m
 @pytest.mark.parametrize("tamper", ["byte", "output", "other_model"])
 def test_tampered_proof_reverts_and_records_nothing(registry, mlp_package, mlp_proofs, cnn_proof, tamper):
     proof = mlp_proofs[7]
-    bad = {"byte": lambda: tamper_byte(proof), "output": lambda: tamper_output(proof),
-           "other_model": lambda: relabel(cnn_proof, mlp_package.model_id)}[tamper]()
+    bad = {
+        "byte": lambda: tamper_byte(proof),
+        "output": lambda: tamper_output(proof),
+        "other_model": lambda: relabel(cnn_proof, mlp_package.model_id),
+    }[tamper]()
     before = len(events(registry, "Attested"))
     with pytest.raises(TxReverted, match="ProofRejected"):
         attest(registry, mlp_package.model_id, bad)
@@ -222,7 +233,9 @@ def test_anchor_and_inclusion_match_python_tree(registry, mlp_package):
     tree = MerkleTree.build(items)
     for index, leaf in enumerate(items):  # not anchored yet
         assert not registry.is_anchored(leaf, tree.path(index), tree.root)
-    registry.chain.transact(registry.anchor_call(tree.root, len(items), [mlp_package.model_id], [len(items)]), registry.abi)
+    registry.chain.transact(
+        registry.anchor_call(tree.root, len(items), [mlp_package.model_id], [len(items)]), registry.abi
+    )
     for index, leaf in enumerate(items):
         assert registry.is_anchored(leaf, tree.path(index), tree.root)
         assert registry.contract.functions.processMerklePath(leaf, tree.path(index)).call() == tree.root
@@ -231,7 +244,9 @@ def test_anchor_and_inclusion_match_python_tree(registry, mlp_package):
     assert registry.anchor_info(tree.root)["count"] == 5
     assert registry.anchor_info(tree.root)["anchorer"] == registry.chain.address  # anchored by whom
     before = len(events(registry, "Anchored"))
-    registry.chain.transact(registry.anchor_call(tree.root, len(items), [mlp_package.model_id], [len(items)]), registry.abi)
+    registry.chain.transact(
+        registry.anchor_call(tree.root, len(items), [mlp_package.model_id], [len(items)]), registry.abi
+    )
     assert len(events(registry, "Anchored")) == before  # re-anchoring is a no-op
     with pytest.raises(TxReverted, match="UnknownModel"):
         registry.chain.transact(registry.anchor_call(keccak(b"r"), 1, [os.urandom(32)], [1]), registry.abi)

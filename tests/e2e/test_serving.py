@@ -49,7 +49,9 @@ def test_sync_attest_returns_a_proof_that_verifies_elsewhere(stubs, mlp_package,
     assert params["model_id"].string_param == mlp_package.model_id
     assert params["proof_status"].string_param == "done"
     assert params["proven_outputs_match"].bool_param is True
-    np.testing.assert_allclose(output_array(response, "scores"), ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
+    np.testing.assert_allclose(
+        output_array(response, "scores"), ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6
+    )
 
     proof = Proof.from_json(proof_bytes(response))
     assert params["proof_hash"].string_param == proof.proof_hash == "0x" + keccak(proof.proof_bytes).hex()
@@ -61,7 +63,9 @@ def test_typed_contents_work_like_raw_ones(stubs, cnn_package):
     rows = rows_of(np.random.default_rng(2), (3, 1, 8, 8))
     response = inference.ModelInfer(infer_request(CNN, "image", rows, attest="none", raw=False))
     assert not response.raw_output_contents
-    np.testing.assert_allclose(output_array(response, "logits"), ort_run(cnn_package.onnx_path, "image", rows), rtol=1e-6)
+    np.testing.assert_allclose(
+        output_array(response, "logits"), ort_run(cnn_package.onnx_path, "image", rows), rtol=1e-6
+    )
     assert "proof_id" not in response.parameters
 
 
@@ -81,8 +85,11 @@ def test_async_attest_answers_before_the_proof_then_streams_it(stubs, cnn_packag
     # The order, from the server's own clock: the answer left before the proof was finished.
     assert final.created_at <= answered_at < final.finished_at
     assert final.proven_outputs_match
-    np.testing.assert_allclose(np.asarray(final.proven_outputs[0].values),
-                               ort_run(cnn_package.onnx_path, "image", rows).ravel(), atol=cnn_package.tolerance)
+    np.testing.assert_allclose(
+        np.asarray(final.proven_outputs[0].values),
+        ort_run(cnn_package.onnx_path, "image", rows).ravel(),
+        atol=cnn_package.tolerance,
+    )
 
     fetched = attestation.GetProof(pb.GetProofRequest(proof_id=proof_id))
     assert fetched.proof == final.proof and fetched.proof_hash == final.proof_hash
@@ -92,11 +99,18 @@ def test_async_attest_answers_before_the_proof_then_streams_it(stubs, cnn_packag
 def test_native_predict_sync(stubs, mlp_package):
     _, attestation = stubs
     rows = rows_of(np.random.default_rng(4), (1, 16))
-    response = attestation.Predict(pb.PredictRequest(
-        model=MLP, attest=pb.ATTEST_MODE_SYNC, inputs=[pb.Tensor(name="features", shape=[1, 16], values=rows.ravel().tolist())]))
+    response = attestation.Predict(
+        pb.PredictRequest(
+            model=MLP,
+            attest=pb.ATTEST_MODE_SYNC,
+            inputs=[pb.Tensor(name="features", shape=[1, 16], values=rows.ravel().tolist())],
+        )
+    )
     assert response.model_id == mlp_package.model_id and response.proof_id
     assert response.proof.status == pb.PROOF_STATUS_DONE and response.proof.proven_outputs_match
-    np.testing.assert_allclose(np.asarray(response.outputs[0].values), ort_run(mlp_package.onnx_path, "features", rows).ravel(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(response.outputs[0].values), ort_run(mlp_package.onnx_path, "features", rows).ravel(), rtol=1e-6
+    )
 
 
 def test_shared_proof_batching_groups_concurrent_requests_into_one_proof(stubs):
@@ -109,8 +123,14 @@ def test_shared_proof_batching_groups_concurrent_requests_into_one_proof(stubs):
     rows = rows_of(np.random.default_rng(7), (4, 16))
 
     def predict(row: np.ndarray) -> pb.PredictResponse:
-        return attestation.Predict(pb.PredictRequest(model=SHARED_BATCH_MODEL, attest=pb.ATTEST_MODE_SYNC, inputs=[
-            pb.Tensor(name="features", shape=[1, 16], values=row.ravel().tolist())]), timeout=300)
+        return attestation.Predict(
+            pb.PredictRequest(
+                model=SHARED_BATCH_MODEL,
+                attest=pb.ATTEST_MODE_SYNC,
+                inputs=[pb.Tensor(name="features", shape=[1, 16], values=row.ravel().tolist())],
+            ),
+            timeout=300,
+        )
 
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(predict, rows))
@@ -119,7 +139,7 @@ def test_shared_proof_batching_groups_concurrent_requests_into_one_proof(stubs):
     proof = Proof.from_json(responses[0].proof.proof)
     assert verify_proof(package, proof)
     proven = decode_outputs(package, proof)[0]
-    for row, response in zip(rows, responses):
+    for row, response in zip(rows, responses, strict=False):
         assert response.proof.proven_outputs_match
         expected = ort_run(package.onnx_path, "features", row[None, :])
         assert np.max(np.abs(proven[response.proof.row_offset] - expected)) <= package.tolerance
@@ -139,8 +159,10 @@ def test_32_clients_x_10_requests(serving_app, mlp_package, tmp_path):
         for step in range(per_client):
             n = index * per_client + step
             attest = "sync" if step == index % per_client else "none"  # one proof per client
-            response = stub.ModelInfer(infer_request(MLP, "features", reference_rows[n:n + 1], attest=attest), timeout=240)
-            if not np.allclose(output_array(response, "scores"), expected[n:n + 1], rtol=1e-6):
+            response = stub.ModelInfer(
+                infer_request(MLP, "features", reference_rows[n : n + 1], attest=attest), timeout=240
+            )
+            if not np.allclose(output_array(response, "scores"), expected[n : n + 1], rtol=1e-6):
                 with lock:
                     failures.append(f"request {n}: wrong outputs")
             if attest == "sync":
@@ -156,28 +178,54 @@ def test_32_clients_x_10_requests(serving_app, mlp_package, tmp_path):
 
 
 BAD_CASES = {
-    "unknown model": (lambda: infer_request("no-such-model", "features", np.zeros((1, 16), np.float32)),
-                      grpc.StatusCode.NOT_FOUND, "no-such-model"),
-    "wrong shape": (lambda: infer_request(MLP, "features", np.zeros((1, 15), np.float32)),
-                    grpc.StatusCode.INVALID_ARGUMENT, "shape"),
-    "wrong dtype": (lambda: infer_request(MLP, "features", np.zeros((1, 16), np.float64), datatype="FP64"),
-                    grpc.StatusCode.INVALID_ARGUMENT, "datatype"),
-    "wrong input name": (lambda: infer_request(MLP, "image", np.zeros((1, 16), np.float32)),
-                         grpc.StatusCode.INVALID_ARGUMENT, "no input named"),
+    "unknown model": (
+        lambda: infer_request("no-such-model", "features", np.zeros((1, 16), np.float32)),
+        grpc.StatusCode.NOT_FOUND,
+        "no-such-model",
+    ),
+    "wrong shape": (
+        lambda: infer_request(MLP, "features", np.zeros((1, 15), np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shape",
+    ),
+    "wrong dtype": (
+        lambda: infer_request(MLP, "features", np.zeros((1, 16), np.float64), datatype="FP64"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "datatype",
+    ),
+    "wrong input name": (
+        lambda: infer_request(MLP, "image", np.zeros((1, 16), np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no input named",
+    ),
     "raw bytes short": (lambda: _short_raw(), grpc.StatusCode.INVALID_ARGUMENT, "bytes"),
-    "NaN": (lambda: infer_request(MLP, "features", np.full((1, 16), np.nan, np.float32)),
-            grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
-    "inf": (lambda: infer_request(MLP, "features", np.full((1, 16), np.inf, np.float32)),
-            grpc.StatusCode.INVALID_ARGUMENT, "infinite"),
+    "NaN": (
+        lambda: infer_request(MLP, "features", np.full((1, 16), np.nan, np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NaN",
+    ),
+    "inf": (
+        lambda: infer_request(MLP, "features", np.full((1, 16), np.inf, np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "infinite",
+    ),
     "too many inputs": (lambda: _two_inputs(), grpc.StatusCode.INVALID_ARGUMENT, "takes 1 input"),
-    "over size limit": (lambda: infer_request(MLP, "features", np.zeros((80_000, 16), np.float32)),
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, "max_request_bytes"),
-    "attest not a mode": (lambda: infer_request(MLP, "features", np.zeros((1, 16), np.float32), attest="maybe"),
-                          grpc.StatusCode.INVALID_ARGUMENT, "attest"),
+    "over size limit": (
+        lambda: infer_request(MLP, "features", np.zeros((80_000, 16), np.float32)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "max_request_bytes",
+    ),
+    "attest not a mode": (
+        lambda: infer_request(MLP, "features", np.zeros((1, 16), np.float32), attest="maybe"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "attest",
+    ),
     "attest not a string": (lambda: _attest_int(), grpc.StatusCode.INVALID_ARGUMENT, "attest"),
     "attested rows over the circuit batch": (
         lambda: infer_request(MLP, "features", np.zeros((4, 16), np.float32), attest="sync"),
-        grpc.StatusCode.INVALID_ARGUMENT, "at most"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "at most",
+    ),
 }
 
 
@@ -217,7 +265,11 @@ def test_unknown_proof_id_is_not_found(stubs):
     _, attestation = stubs
     for call in (attestation.GetProof, lambda r: list(attestation.WatchProof(r))):
         with pytest.raises(grpc.RpcError) as raised:
-            call(pb.GetProofRequest(proof_id="nope") if call is attestation.GetProof else pb.WatchProofRequest(proof_id="nope"))
+            call(
+                pb.GetProofRequest(proof_id="nope")
+                if call is attestation.GetProof
+                else pb.WatchProofRequest(proof_id="nope")
+            )
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -237,7 +289,9 @@ def test_metadata_list_models_health_and_reflection(serving_app, stubs, mlp_pack
     assert models[MLP].proofs_done >= 1
 
     channel = serving_app.channel()
-    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")
+    )
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
@@ -289,8 +343,18 @@ def test_predict_and_status_commands(serving_app, mlp_package, tmp_path):
     rows = rows_of(np.random.default_rng(11), (1, 16))
     np.save(tmp_path / "row.npy", rows)
     proof_file = tmp_path / "proof.json"
-    done = run_cli("predict", MLP, "--input", str(tmp_path / "row.npy"), "--attest", "sync",
-                   "--proof-out", str(proof_file), "--address", serving_app.address)
+    done = run_cli(
+        "predict",
+        MLP,
+        "--input",
+        str(tmp_path / "row.npy"),
+        "--attest",
+        "sync",
+        "--proof-out",
+        str(proof_file),
+        "--address",
+        serving_app.address,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     np.testing.assert_allclose(result["outputs"]["scores"], ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)

@@ -245,7 +245,8 @@ class FaultyRpcProxy:
                         proxy.injected[(method, mode)] += 1
                 if mode == "refuse":
                     return self._reply(503, b"upstream busy")
-                reply = requests.post(proxy.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+                reply = requests.post(proxy.upstream, data=body, headers={"Content-Type": "application/json"},
+                                      timeout=30)
                 if mode == "lose_reply":
                     return self._reply(502, b"bad gateway")
                 self._reply(reply.status_code, reply.content)
@@ -268,11 +269,14 @@ class FaultyRpcProxy:
 def test_rpc_errors_are_retried_not_lost(anvil_factory, verifier_factory, tmp_path, mlp_package, mlp_proofs):
     node = anvil_factory()
     registry = setup_registry(node.url, tmp_path, [mlp_package])
-    proxy = FaultyRpcProxy(node.url, {
-        "eth_sendRawTransaction": ["refuse", "refuse", "lose_reply", "refuse", "lose_reply"],
-        "eth_getTransactionReceipt": ["refuse", "refuse", "refuse"],
-        "eth_estimateGas": ["refuse"],
-    })
+    proxy = FaultyRpcProxy(
+        node.url,
+        {
+            "eth_sendRawTransaction": ["refuse", "refuse", "lose_reply", "refuse", "lose_reply"],
+            "eth_getTransactionReceipt": ["refuse", "refuse", "refuse"],
+            "eth_estimateGas": ["refuse"],
+        },
+    )
     try:
         service = verifier_factory(proxy.url, [mlp_package], state_dir=tmp_path)
         client = service.start()

@@ -116,13 +116,13 @@ def test_api_keys_rights_and_revocation(guarded, keys, mlp_package, mlp_proofs):
     ]
     for token, call, code, text in cases:
         with guarded.client(token=token or "") as client:
-            error = rpc_error(lambda: call(client))
+            error = rpc_error(lambda call=call, client=client: call(client))
             assert error.code() == code and text in error.details(), (code, error.details())
     with guarded.client(token=tokens["reader"]) as client:
         assert client.verify(mlp_package.model_id, proof).valid
     with guarded.client(token=tokens["leaver"]) as client:
         assert client.verify(mlp_package.model_id, proof).valid
-        leaver = next(k for k in store.keys() if k.name == "leaver")
+        leaver = next(k for k in store if k.name == "leaver")
         result = subprocess.run([sys.executable, "-m", "serve.cli", "keys", "revoke", leaver.key_id], cwd=REPO,
                                 env={**os.environ, "ZKSERVE_HOME": str(guarded.state_dir)}, capture_output=True,
                                 text=True, timeout=120)
@@ -198,7 +198,7 @@ def test_health_answers_while_100_slow_streams_are_open_and_streams_end(guarded,
         call = client.watch(pending, timeout_s=120)
         streams.append(call)
         try:
-            for record in call:
+            for _record in call:
                 first_seen.release()
         except grpc.RpcError as error:
             errors.append(error.code())
@@ -234,7 +234,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zkserve-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -325,8 +325,9 @@ def test_rpc_url_with_a_key_appears_in_no_record_message_or_log(anvil_factory, t
         assert "unreachable" in record.reason or "error" in record.reason, record
         seen.append(str(record))
         seen += [str(r) for r in [client.get(mlp_proofs[5].proof_hash)]]
-        from circuits import Prover
         import numpy as np
+
+        from circuits import Prover
         other = Prover(mlp_batch4_package).prove(np.zeros((1, 16)))
         error = rpc_error(lambda: client.submit(mlp_batch4_package.model_id, other))  # chain check fails
         assert error.code() == grpc.StatusCode.UNAVAILABLE

@@ -7,13 +7,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from zkserve.v1 import verifier_pb2 as pb
 
 from serve.chain.keys import ANVIL_DEV_KEY
 from serve.chain.registry import to_bytes32
 from serve.merkle import instances_hash
 from serve.verifier.client import status_name
 from tests.e2e.conftest import VerifierProcess, relabel, setup_registry, tamper_byte, tamper_output
-from zkserve.v1 import verifier_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 ZERO = b"\x00" * 32
@@ -63,7 +63,10 @@ def test_verify_and_submit_reject_tampered_proofs(stack, mlp_package, mlp_proofs
            "other_model": lambda: cnn_proof,
            "other_model_relabelled": lambda: relabel(cnn_proof, mlp_package.model_id)}[tamper]()
     if tamper.startswith("other_model"):  # another circuit's shape: refused before EZKL sees it
-        for call in (lambda: client.verify(mlp_package.model_id, bad), lambda: client.submit(mlp_package.model_id, bad)):
+        for call in (
+            lambda: client.verify(mlp_package.model_id, bad),
+            lambda: client.submit(mlp_package.model_id, bad),
+        ):
             error = rpc_error(call)
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "proofs of demo-mlp have" in error.details()
     else:
@@ -107,7 +110,7 @@ def test_anchor_mode_end_to_end(stack, mlp_package, mlp_proofs):
     assert all(s.attestation.insecure_srs for s in submitted)
     assert client.submit(mlp_package.model_id, proofs[0]).already_submitted
     records = [client.wait_final(p.proof_hash, 60) for p in proofs]
-    for proof, record in zip(proofs, records):
+    for proof, record in zip(proofs, records, strict=False):
         assert status_name(record) == "anchored", record
         assert record.tx_hash and record.block_number > 0 and record.merkle_root
         assert registry.is_anchored(record.leaf, list(record.merkle_path), record.merkle_root)
