@@ -14,7 +14,8 @@ import pytest
 
 from circuits import CompileOptions
 from circuits.demo import ensure_demo_packages
-from serve.app.proof_store import ProofFiles
+from serve.app.store import ProofFiles
+from serve.protocol.types import ProofRecord, ProofStatus
 from tests.conftest import run_cli
 from tests.e2e.conftest import VerifierProcess, setup_registry, tamper_output
 
@@ -145,17 +146,9 @@ def test_audit_of_an_attested_proof_from_the_proof_store(tmp_path, submitted, se
     proof, record = submitted["attested"]
     files = ProofFiles(tmp_path / "home" / "proofs")  # the app's ProofStore layout under ZKSERVE_HOME
     files.save_proof(proof.proof_hash, proof.to_json().encode())
-    files.save_record(
-        {
-            "proof_id": "p-1",
-            "model": "demo-mlp",
-            "model_id": mlp_package.model_id,
-            "status": "done",
-            "proof_hash": proof.proof_hash,
-            "created_at": 100.0,
-            "finished_at": 100.4,
-        }
-    )
+    files.save_record(ProofRecord("p-1", "demo-mlp", mlp_package.model_id, ProofStatus.DONE, rows=1,
+                                  created_at=100.0, finished_at=100.4, proof_hash=proof.proof_hash))
+    files.close()
     result, page, report = audit(
         tmp_path,
         "attested",
