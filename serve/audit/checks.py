@@ -137,9 +137,13 @@ def registry_facts(
             f"model_id -> verifier {bound['verifier']}",
             VERIFIED,
             f"registry.models({short(model_id)}) at block {block}: registered in block "
-            f"{bound['registered_at']} by {bound['owner']}",
+            f"{bound['registered_at']} by registrar {bound['registrar']}",
         )
     )
+    if bound["deprecated_at"]:
+        facts.append(Fact("Model status", "deprecated", WARNING,
+                          f"registry.models({short(model_id)}): deprecated in block {bound['deprecated_at']}; "
+                          f"proofs recorded before stay valid, new ones are refused"))
     facts.append(verifier_code_fact(chain, package, bound["verifier"]))
     return facts
 
@@ -404,7 +408,8 @@ def _chain_checks(
         )
         if on_chain and anchor["block_number"]:
             how += (
-                f"; root anchored in block {anchor['block_number']} by {anchor['attester']} ({anchor['count']} leaves)"
+                f"; root anchored in block {anchor['block_number']} by anchorer {anchor['anchorer']} "
+                f"({anchor['count']} leaves; the anchorer's word that they verified)"
             )
         status = VERIFIED if on_chain and local and leaf is not None else (FAILED if not on_chain else UNCHECKED)
         facts.append(Fact("Anchored on chain", f"root {short(root)}", status, how))
