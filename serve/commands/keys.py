@@ -61,7 +61,7 @@ def list_command(config: Path | None = CONFIG_OPTION, keys_file: Path | None = K
     """List keys (ids, names, rights, state); tokens are never stored, so never shown."""
     store = _store(config, keys_file)
     try:
-        keys = store.keys()
+        keys = store.api_keys()
     except (KeyStoreError, InsecureFile) as error:
         _fail(error)
     if not keys:

@@ -135,7 +135,7 @@ class Guard:
         the number of active keys."""
         if not self.auth_enabled:
             return 0
-        active = sum(key.active for key in self.store)
+        active = sum(key.active for key in self.store.api_keys())
         if not active:
             log.warning("authentication is on but %s holds no active API key: every call but health will be "
                         "refused; create one with `zkserve keys create NAME --right verify`", self.store.path)

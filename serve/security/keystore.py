@@ -98,7 +98,7 @@ class KeyStore:
             self._keys, self._stamp = keys, stamp
         return self._keys
 
-    def keys(self) -> list[ApiKey]:
+    def api_keys(self) -> list[ApiKey]:
         with self._lock:
             return sorted(self._load().values(), key=lambda key: key.created)
 

@@ -122,7 +122,7 @@ def test_api_keys_rights_and_revocation(guarded, keys, mlp_package, mlp_proofs):
         assert client.verify(mlp_package.model_id, proof).valid
     with guarded.client(token=tokens["leaver"]) as client:
         assert client.verify(mlp_package.model_id, proof).valid
-        leaver = next(k for k in store if k.name == "leaver")
+        leaver = next(k for k in store.api_keys() if k.name == "leaver")
         result = subprocess.run([sys.executable, "-m", "serve.cli", "keys", "revoke", leaver.key_id], cwd=REPO,
                                 env={**os.environ, "ZKSERVE_HOME": str(guarded.state_dir)}, capture_output=True,
                                 text=True, timeout=120)
