@@ -42,7 +42,7 @@ def test_attested_rows_outside_the_domain_are_refused_before_proving(tmp_path):
     with pytest.raises(errors.OutOfRange) as raised:
         asyncio.run(data_plane.infer(request([0.5, 0.0, 7.5, 0.0], AttestMode.SYNC)))
     message = raised.value.message
-    assert "'x'" in message and "feature 2" in message and "7.5" in message and "[-1.0, 1.0]" in message
+    assert "'x'" in message and "feature 2" in message and "7.5" in message and "[-1, 1]" in message
     assert errors.grpc_code(raised.value).name == "OUT_OF_RANGE"
     assert data_plane.proofs.records == {}  # nothing was queued
     # attest=none is a plain inference server: not limited
