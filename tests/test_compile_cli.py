@@ -20,7 +20,7 @@ from circuits import (
     proven_input_hash,
     verify_proof,
 )
-from circuits.demo import demo_files
+from circuits.demo import DEMO_INPUT_RANGE, demo_files
 from circuits.demo.build import build
 from circuits.hashing import sha256_file
 from circuits.srs import TRUSTED_ENV
@@ -100,7 +100,7 @@ def test_not_an_onnx_file_fails_with_a_clear_message(tmp_path):
 
 def test_second_compile_with_same_options_reuses_the_cache(mlp_package):
     model, calibration = demo_files("demo-mlp")
-    again = compile_model(model, "demo-mlp", CompileOptions(), calibration=calibration)
+    again = compile_model(model, "demo-mlp", CompileOptions(input_range=DEMO_INPUT_RANGE), calibration=calibration)
     assert again.root == mlp_package.root
     assert again.manifest["created"] == mlp_package.manifest["created"]
 

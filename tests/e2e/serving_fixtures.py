@@ -70,10 +70,11 @@ SHARED_BATCH_MODEL = "mlp-shared4"
 def shared_batch_package():
     """The demo MLP compiled to prove 4 rows per proof, served as `mlp-shared4`."""
     from circuits import CompileOptions, compile_model
-    from circuits.demo import demo_files
+    from circuits.demo import DEMO_INPUT_RANGE, demo_files
 
     model, calibration = demo_files("demo-mlp")
-    return compile_model(model, SHARED_BATCH_MODEL, CompileOptions(batch=4), calibration=calibration)
+    options = CompileOptions(batch=4, input_range=DEMO_INPUT_RANGE)
+    return compile_model(model, SHARED_BATCH_MODEL, options, calibration=calibration)
 
 
 def _shutdown() -> None:
