@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from circuits.paths import StatePaths
+from serve.protocol.types import AttestMode  # one enum for the wire and the config
 
 ENV_PREFIX = "ZKSERVE_"
 # Variables with the prefix that are not settings: the state directory, the chain's signing
@@ -40,14 +41,6 @@ RAY_SERVE_KEYS = frozenset({
 
 class ConfigError(ValueError):
     """A config file or variable that cannot be used; the message names the key or variable."""
-
-
-class AttestMode(StrEnum):
-    """What a prediction comes with: nothing, a proof id at once, or the proof itself."""
-
-    NONE = "none"
-    ASYNC = "async"
-    SYNC = "sync"
 
 
 class ProofBatching(StrEnum):

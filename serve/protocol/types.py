@@ -20,6 +20,8 @@ from serve.errors import InvalidArgument, PayloadTooLarge
 
 
 class AttestMode(StrEnum):
+    """What a prediction comes with: nothing, a proof id at once, or the proof itself."""
+
     NONE = "none"
     ASYNC = "async"
     SYNC = "sync"
