@@ -153,6 +153,12 @@ def test_grpc_keys_rights_and_revocation_with_health_open(secure, mlp_package):
                      lambda auth: attestation.ListModels(pb.ListModelsRequest(), metadata=auth, timeout=30)):
             error = rpc_error(lambda call=call, key=key: call(secure.auth(key)))
             assert error.code() == code and text in error.details(), (key, error.code(), error.details())
+    # a server-streaming method passes the same guard before its first message
+    watch = lambda key: list(attestation.WatchProof(pb.WatchProofRequest(proof_id="no-such-proof"),  # noqa: E731
+                                                    metadata=secure.auth(key), timeout=30))
+    assert rpc_error(lambda: watch(None)).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert rpc_error(lambda: watch("auditor")).code() == grpc.StatusCode.PERMISSION_DENIED
+    assert rpc_error(lambda: watch("client")).code() == grpc.StatusCode.NOT_FOUND  # admitted, then looked up
     assert metadata_call(inference, model, secure.auth("client")).name == model
     assert [m.name for m in attestation.ListModels(pb.ListModelsRequest(), metadata=secure.auth("client"),
                                                    timeout=30).models] == [model]
