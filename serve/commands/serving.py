@@ -204,6 +204,10 @@ def _start_app(
 ) -> bool:
     import logging
 
+    from serve.security import keep_ray_on_loopback
+
+    if not joined_cluster:
+        keep_ray_on_loopback()
     import ray
 
     from serve.app import start
@@ -235,8 +239,9 @@ def _announce(settings: Settings, verifier) -> None:
         f"gRPC ingress  {settings.ingress_target}  "
         f"(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health; {guarded})"
     )
-    scheme = "https" if ingress.tls_cert_file else "http"
-    console.print(f"REST ingress  {scheme}://{ingress.host}:{ingress.http_port}/v2  (KServe v2 REST; {guarded})")
+    # host:port like the other lines (a URL here would read like Ray's dashboard banner)
+    console.print(f"REST ingress  {ingress.host}:{ingress.http_port}  (KServe v2 REST under /v2, "
+                  f"{'HTTPS' if ingress.tls_cert_file else 'HTTP'}; {guarded})")
     if verifier is not None:
         from serve.security import redact_url
 

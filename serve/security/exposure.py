@@ -4,7 +4,9 @@ explicit opt-out by the operator."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import sys
 
 INSECURE_FLAG = "--insecure-no-auth"
 
@@ -35,3 +37,20 @@ def require_safe_bind(host: str, auth_enabled: bool, insecure_no_auth: bool, aut
         f"{what} would listen on {host}, beyond loopback, with no authentication: anyone who can reach it could "
         f"use it. Set {auth_setting}: true (and create keys with `zkserve keys create`), or pass {INSECURE_FLAG} "
         f"to run it open on purpose")
+
+
+# Ray reads this once, when `ray` is imported: false makes a local cluster's node address
+# 127.0.0.1 (ray._private.services.get_node_ip_address), and Ray's GCS, raylet, object manager,
+# dashboard and runtime-env agents and every worker's core-worker server then bind loopback
+# instead of every interface. A passed `_node_ip_address="127.0.0.1"` does not do it: ray.init
+# swaps a loopback address for the node's outward one. Such a cluster takes no other nodes,
+# which a local `up` has none of; `up` on $RAY_ADDRESS joins that cluster as it is.
+RAY_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_ray_on_loopback() -> None:
+    """Before ``ray.init``: the local Ray cluster `up` starts listens on 127.0.0.1 only."""
+    os.environ[RAY_LOCAL_ONLY_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # `ray` imported already (a caller in the same process): too late for the variable
+        constants.ENABLE_RAY_CLUSTER = False
