@@ -102,9 +102,6 @@ class KeyStore:
         with self._lock:
             return sorted(self._load().values(), key=lambda key: key.created)
 
-    def __iter__(self):
-        return iter(self.keys())
-
     def lookup(self, token: str) -> ApiKey | None:
         """The active key a token belongs to, or None (unknown, revoked or malformed)."""
         parts = split_token(token)

@@ -224,7 +224,7 @@ def test_attested_request_reaches_the_guarded_verifier(secure, mlp_package, mlp_
     proof_hash = response.proof.proof_hash
 
     # the app submitted it with a key of its own, made for this run with the `submit` right only
-    app_keys = [key for key in secure.store if key.name == "zkserve-app"]
+    app_keys = [key for key in secure.store.api_keys() if key.name == "zkserve-app"]
     assert len(app_keys) == 1 and app_keys[0].active and app_keys[0].rights == ("submit",)
     with VerifierClient(secure.verifier_target, timeout_s=10, retries=0, root_cert=secure.cert) as anonymous:
         error = rpc_error(lambda: anonymous.get(proof_hash))
@@ -259,7 +259,7 @@ def test_cli_uses_the_api_key_and_the_ingress_certificate(secure, mlp_package, m
 def test_stopping_up_revokes_the_apps_verifier_key(secure):
     stop(secure.up)
     assert secure.up.process.returncode == 0, secure.up.output()[-3000:]
-    app_keys = [key for key in secure.store if key.name == "zkserve-app"]
+    app_keys = [key for key in secure.store.api_keys() if key.name == "zkserve-app"]
     assert app_keys and not any(key.active for key in app_keys)
 
 
