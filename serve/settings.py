@@ -31,7 +31,8 @@ from serve.protocol.types import AttestMode  # one enum for the wire and the con
 ENV_PREFIX = "ZKSERVE_"
 # Variables with the prefix that are not settings: the state directory, the chain's signing
 # key (kept out of the settings so it is never dumped or logged), the test suite's cache.
-NOT_SETTINGS = frozenset({"ZKSERVE_HOME", "ZKSERVE_CHAIN_PRIVATE_KEY", "ZKSERVE_TEST_HOME", "ZKSERVE_CONFIG"})
+NOT_SETTINGS = frozenset({"ZKSERVE_HOME", "ZKSERVE_CHAIN_PRIVATE_KEY", "ZKSERVE_TEST_HOME", "ZKSERVE_CONFIG",
+                          "ZKSERVE_API_KEY", "ZKSERVE_PACKAGE_CACHE", "ZKSERVE_SRS_TRUSTED_SHA256"})
 # The top-level keys of Ray Serve's config file (ray.serve.schema.ServeDeploySchema); they
 # pass through untouched. tests/test_settings.py checks this list against the installed Ray.
 RAY_SERVE_KEYS = frozenset({

@@ -71,8 +71,13 @@ def test_ports_and_environment_match_the_project():
         environ = {e["name"]: e.get("value", "x") for e in container.get("env", []) if e["name"].startswith("ZKSERVE_")}
         environ.pop("ZKSERVE_HOME", None)
         environ.pop("ZKSERVE_CHAIN_PRIVATE_KEY", None)
+        environ.pop("ZKSERVE_API_KEY", None)  # a client's token, not a setting
         environ = {k: ("http://chain:8545" if k.endswith("RPC_URL") else v) for k, v in environ.items()}
         config = load_config(environ=environ)["zkserve"]  # an unknown key would not land in its section
         for key, value in environ.items():
             section, _, field = key.removeprefix("ZKSERVE_").lower().partition("_")
             assert str(config[section][field]) == str(value), key
+        # a pod that listens beyond loopback must require API keys (the services refuse otherwise)
+        for section in ("ingress", "verifier"):
+            if environ.get(f"ZKSERVE_{section.upper()}_HOST") == "0.0.0.0":
+                assert config[section]["auth_enabled"] is True, (container["name"], section)

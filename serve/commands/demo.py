@@ -60,6 +60,9 @@ def demo_command(
 
     console.print("starting the verifier service, the local chain and Ray Serve ...")
     verifier = start_attestation(document, [package])
+    from serve.security import keep_ray_on_loopback
+
+    keep_ray_on_loopback()  # a local cluster of this process only: nothing listens beyond 127.0.0.1
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         start(document)

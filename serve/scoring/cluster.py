@@ -13,6 +13,10 @@ def connect() -> None:
     """The cluster of `zkserve up` when RAY_ADDRESS names one, else a local one."""
     if ray.is_initialized():
         return
+    if not os.environ.get("RAY_ADDRESS"):
+        from serve.security import keep_ray_on_loopback
+
+        keep_ray_on_loopback()  # a local cluster of this job only: nothing listens beyond 127.0.0.1
     ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=False,
              configure_logging=True)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
