@@ -103,3 +103,37 @@ def test_an_old_versions_proof_goes_to_its_own_prover_after_an_update(tmp_path):
         proofs.close()
 
     asyncio.run(scenario())
+
+
+def test_joining_up_fails_clearly_without_a_running_up(tmp_path, monkeypatch):
+    """`zkserve models` finds up's Ray cluster through the state directory; no cluster is started here."""
+    import json
+
+    from serve.app import live
+    from serve.ports import free_port
+    from serve.settings import Settings
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings = Settings(state_dir=tmp_path)
+    with pytest.raises(live.LiveModelError, match="no running `zkserve up` recorded .* start `zkserve up`"):
+        live.connect(settings)
+    settings.paths.ray_address.parent.mkdir(parents=True)
+    settings.paths.ray_address.write_text("garbage")
+    with pytest.raises(live.LiveModelError, match="is not what `zkserve up` writes"):
+        live.connect(settings)
+    closed = f"127.0.0.1:{free_port()}"
+    settings.paths.ray_address.write_text(json.dumps({"address": closed, "auth_mode": "token"}))
+    assert live.ray_address(settings) == (closed, "token")
+    with pytest.raises(live.LiveModelError, match=f"at {closed} is not reachable: is `zkserve up` still running"):
+        live.connect(settings)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert live.ray_address(settings)[0] == "10.0.0.1:6379"  # an operator's cluster wins
+
+
+def test_a_live_model_name_must_fit_urls_and_application_names(tmp_path):
+    from serve.app import live
+    from serve.settings import Settings
+
+    for bad in ("a/b", "", "-x", "x" * 65, "sp ace"):
+        with pytest.raises(live.LiveModelError, match="use letters, digits"):
+            live.add(Settings(state_dir=tmp_path), package=None, name=bad)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 from dataclasses import replace
@@ -35,6 +36,7 @@ from serve.app.models import ModelSpec
 from serve.settings import Settings
 
 INGRESS = "Ingress"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CALL_TIMEOUT_S = 120.0
 
 
@@ -148,6 +150,9 @@ def add(settings: Settings, package: CircuitPackage, name: str | None = None,
     import ray
     from ray import serve
 
+    if name is not None and not MODEL_NAME.fullmatch(name):
+        raise LiveModelError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, first a "
+                             "letter or digit): it appears in URLs and application names")
     handle = ingress(settings)
     package = in_state_cache(package, settings)
     spec = ModelSpec.from_package(package)

@@ -13,6 +13,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+import requests
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
 from zkserve.v1 import attestation_pb2 as pb
@@ -111,6 +112,9 @@ def _scenario(up: Up, mlp_package, batch4_package, rows: np.ndarray, tmp_path) -
     assert stub.ModelReady(oip.ModelReadyRequest(name=LIVE), timeout=30).ready
     assert list(stub.ModelMetadata(oip.ModelMetadataRequest(name=LIVE), timeout=30).versions) == ["1"]
     assert index(stub) == {"demo-mlp": ("1", "READY"), LIVE: ("1", "READY")}
+    rest = requests.post(f"http://127.0.0.1:{up.port('INGRESS_HTTP_PORT')}/v2/repository/index", json={"ready": True},
+                         timeout=30)
+    assert rest.status_code == 200 and {m["name"] for m in rest.json()} == {"demo-mlp", LIVE}, rest.text
 
     four = rows[:4].astype(np.float32)
     response = stub.ModelInfer(infer_request(LIVE, {input_name: four}, "sync"), timeout=300)
