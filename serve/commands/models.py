@@ -19,12 +19,18 @@ TIMEOUT = typer.Option(600.0, "--timeout", min=1.0,
                        help="seconds to wait for the proofs in flight of a removed or replaced version")
 
 
-def _connected(config: Path | None):
-    from serve.app import live
-    from serve.commands.serving import _settings
+def _settings(config: Path | None):
+    from serve.commands.serving import _settings as load
 
-    settings = _settings(config)
+    settings = load(config)
     settings.export()  # the compile cache and the package copies go to up's state directory
+    return settings
+
+
+def _connected(config: Path | None, settings=None):
+    from serve.app import live
+
+    settings = settings or _settings(config)
     try:
         live.connect(settings)
     except live.LiveModelError as error:
@@ -68,8 +74,9 @@ def add_command(
     """Serve a model on the running app; a served name with another model_id becomes its next version."""
     from serve.app import live
 
+    settings = _settings(config)
     package = _package(source, name, batch, calibration)
-    settings = _connected(config)
+    settings = _connected(config, settings)
     try:
         added = live.add(settings, package, name, timeout)
     except live.LiveModelError as error:
