@@ -111,6 +111,11 @@ class StatePaths:
         return self.run / "config.yaml"
 
     @property
+    def ray_address(self) -> Path:
+        """The Ray cluster `zkserve up` serves on, for `zkserve models` to join."""
+        return self.run / "ray-address"
+
+    @property
     def logs(self) -> Path:
         """Logs of everything a normal run keeps off the terminal (Ray, EZKL, the verifier, anvil)."""
         return self.root / "logs"

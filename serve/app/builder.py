@@ -99,16 +99,9 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
     predictors = None
     if gpus_visible and float(serving["num_gpus"]) > 0:
         predictors = {
-            name: _apply_overrides(Predictor, _predictor_options(serving, spec, env), overrides).bind(
-                spec, int(serving["max_batch_size"]), serving.get("ort_threads"))
-            for name, spec in specs.items()
+            name: bound_predictor(zkserve, spec, overrides) for name, spec in specs.items()
         }
-    provers = {
-        name: _apply_overrides(Prover, _prover_options(serving, spec, env), overrides).bind(
-            spec, serving["proof_batching"], float(serving.get("proof_batch_wait_timeout_s", 0.05)),
-            serving.get("prover_cores"))
-        for name, spec in specs.items()
-    }
+    provers = {name: bound_prover(zkserve, spec, overrides) for name, spec in specs.items()}
     verifier = f"{zkserve['verifier']['host']}:{zkserve['verifier']['port']}" if serving["submit_proofs"] else None
     settings = {
         "host": ingress["host"], "port": int(ingress["port"]),
@@ -121,11 +114,36 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
         "verifier_client": {"token": verifier_token, "root_cert": zkserve["verifier"].get("tls_cert_file")},
         "security": _security(zkserve, insecure_no_auth),
         # jobs in flight per model = what its prover replicas take at once (max_ongoing x replicas)
-        "proofs_in_flight": {name: _prover_options(serving, spec, env)["max_ongoing_requests"]
-                             * max(1, int(serving["prover_replicas"])) for name, spec in specs.items()},
+        "proofs_in_flight": {name: proofs_in_flight(zkserve, spec) for name, spec in specs.items()},
     }
     ingress_options = {"name": "Ingress", "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}}}
     return _apply_overrides(Ingress, ingress_options, overrides).bind(specs, predictors, provers, settings)
+
+
+def bound_prover(zkserve: dict, spec: ModelSpec, overrides: dict[str, dict] | None = None):
+    serving = zkserve["serving"]
+    return _apply_overrides(Prover, _prover_options(serving, spec, _env(zkserve)), overrides or {}).bind(
+        spec, serving["proof_batching"], float(serving.get("proof_batch_wait_timeout_s", 0.05)),
+        serving.get("prover_cores"))
+
+
+def bound_predictor(zkserve: dict, spec: ModelSpec, overrides: dict[str, dict] | None = None):
+    serving = zkserve["serving"]
+    return _apply_overrides(Predictor, _predictor_options(serving, spec, _env(zkserve)), overrides or {}).bind(
+        spec, int(serving["max_batch_size"]), serving.get("ort_threads"))
+
+
+def proofs_in_flight(zkserve: dict, spec: ModelSpec) -> int:
+    """Jobs in flight for one model = what its prover replicas take at once (max_ongoing x replicas)."""
+    serving = zkserve["serving"]
+    return (_prover_options(serving, spec, _env(zkserve))["max_ongoing_requests"]
+            * max(1, int(serving["prover_replicas"])))
+
+
+def live_app_name(kind: str, name: str, model_id: str) -> str:
+    """The Ray Serve application of a model added to a running app (``zkserve models add``):
+    one per version, so an old version's prover finishes its proofs beside the new one."""
+    return f"{APP_NAME}-{kind}-{name}-{model_id.removeprefix('0x')[:12]}"
 
 
 def app_builder(args: dict):

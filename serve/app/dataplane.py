@@ -7,6 +7,8 @@ attested rows to the proof service.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
@@ -32,30 +34,84 @@ Infer = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
 class DataPlane:
+    """Holds the served-model table; ``add``/``remove`` change it while requests flow (live models)."""
+
     def __init__(self, specs: Mapping[str, ModelSpec], infer: Mapping[str, Infer], proofs: ProofService,
                  default_attest: AttestMode):
-        self.specs = specs
-        self.infer_fns = infer  # model -> async ORT call
+        self.specs: dict[str, ModelSpec] = dict(specs)
+        self.infer_fns: dict[str, Infer] = dict(infer)  # model -> async ORT call
+        self.versions: dict[str, int] = {name: 1 for name in self.specs}  # bumped when a name gets a new model_id
+        self.last_model_ids: dict[str, str] = {name: spec.model_id for name, spec in self.specs.items()}
+        self.removed: dict[str, str] = {}  # name -> why it is gone, for a clear NOT_FOUND
         self.proofs = proofs
         self.default_attest = default_attest
+        self._using: Counter[tuple[str, str]] = Counter()  # requests inside infer, by (name, model_id)
+
+    # --- the model table ----------------------------------------------------------------------------
+    def add(self, spec: ModelSpec, infer: Infer) -> tuple[int, ModelSpec | None]:
+        """Serves ``spec`` from now on; returns its version and the spec it replaced (None if new)."""
+        old = self.specs.get(spec.name)
+        if self.last_model_ids.get(spec.name) == spec.model_id:  # the same model again: the same version
+            version = self.versions[spec.name]
+        else:
+            version = self.versions.get(spec.name, 0) + 1
+        self.last_model_ids[spec.name] = spec.model_id
+        self.infer_fns[spec.name] = infer
+        self.specs[spec.name] = spec
+        self.versions[spec.name] = version
+        self.removed.pop(spec.name, None)
+        return version, (old if old is not None and old.model_id != spec.model_id else None)
+
+    def remove(self, name: str) -> ModelSpec:
+        """No new request reaches ``name``; requests already inside finish (see ``quiesce``)."""
+        spec = self.spec(name)
+        del self.specs[name], self.infer_fns[name]
+        self.removed[name] = f"model {name} (version {self.versions[name]}) was removed from this server"
+        return spec
+
+    async def quiesce(self, key: tuple[str, str]) -> None:
+        """Returns once no request that looked up the model ``key`` (name, model_id) is still inside ``infer``."""
+        while self._using[key]:
+            await asyncio.sleep(0.02)
+
+    def version(self, name: str) -> str:
+        return str(self.versions[name])
 
     def spec(self, name: str, version: str = "") -> ModelSpec:
         spec = self.specs.get(name)
         if spec is None:
-            raise NotFound(f"model {name!r} is not served here; models: {', '.join(sorted(self.specs))}")
-        if version not in ("", "1"):
-            raise NotFound(f"model {name} has only version 1, not {version!r}")
+            served = ", ".join(sorted(self.specs)) or "none"
+            if name in self.removed:
+                raise NotFound(f"{self.removed[name]}; models: {served}")
+            raise NotFound(f"model {name!r} is not served here; models: {served}")
+        current = str(self.versions[name])
+        if version not in ("", current, spec.model_id):
+            raise NotFound(f"model {name} is served at version {current} (model_id {spec.model_id}), "
+                           f"not version {version!r}")
         return spec
 
     async def infer(self, request: InferRequest) -> tuple[InferResponse, ProofRecord | None]:
         spec = self.spec(request.model, request.version)
+        version = self.version(spec.name)
+        infer = self.infer_fns[spec.name]
+        using = (spec.name, spec.model_id)
+        self._using[using] += 1  # a removal waits for this request (and its proof job) before retiring
+        try:
+            return await self._infer(request, spec, version, infer)
+        finally:
+            self._using[using] -= 1
+            if not self._using[using]:
+                del self._using[using]
+
+    async def _infer(self, request: InferRequest, spec: ModelSpec, version: str,
+                     infer: Infer) -> tuple[InferResponse, ProofRecord | None]:
         check_outputs(request, spec, extra=(PROOF_TENSOR,))
         inputs = check_inputs(request, spec)
         attest = request.attest or self.default_attest
         if attest is not AttestMode.NONE:
             self._check_attestable(spec, inputs)
             self.proofs.admit(spec.name)
-        outputs = await self.infer_fns[spec.name](inputs)
+        outputs = await infer(inputs)
         record = None
         if attest is not AttestMode.NONE:
             job = ProofJob(new_proof_id(), spec.name, inputs, outputs)
@@ -70,7 +126,7 @@ class DataPlane:
             proof = np.empty(1, dtype=object)
             proof[0] = record.proof
             tensors.append(Tensor(PROOF_TENSOR, "BYTES", proof))
-        response = InferResponse(model=spec.name, id=request.id, outputs=tuple(tensors),
+        response = InferResponse(model=spec.name, version=version, id=request.id, outputs=tuple(tensors),
                                  parameters=proof_parameters(record, spec.model_id, spec.insecure_srs),
                                  raw_output=request.raw_output)
         return response, record

@@ -10,8 +10,10 @@ then a protocol adapter (``serve.protocol``), then the data plane. Failures map 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import json
 import logging
 import re
 import uuid
@@ -32,7 +34,7 @@ from serve.app.direct import (
 )
 from serve.app.inference import BatchedModel
 from serve.app.models import ModelSpec
-from serve.app.proofs import ProofService
+from serve.app.proofs import ModelKey, ProofService
 from serve.errors import (
     InvalidArgument,
     NotFound,
@@ -48,6 +50,7 @@ from serve.security import Guard, require_safe_bind, tls
 
 logger = logging.getLogger("ray.serve")
 SERVED_SERVICES = ("", "inference.GRPCInferenceService", "zkserve.v1.Attestation")
+APP_REPOSITORY = "zkserve"  # the one model repository RepositoryIndex names
 
 
 def _version() -> str:
@@ -135,6 +138,7 @@ ROUTES = [
     ("GET", re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$"), "rest_model_metadata"),
     ("POST", re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$"), "rest_infer"),
     ("GET", re.compile(r"^/v2/proofs/(?P<proof_id>[^/]+)$"), "rest_proof"),
+    ("POST", re.compile(r"^/v2/repository/index$"), "rest_repository_index"),
 ]
 OPEN_ROUTES = {"rest_live", "rest_ready"}
 # method name -> the full gRPC path the guard's rights table is keyed by (names are unique)
@@ -149,12 +153,13 @@ class Ingress:
     async def __init__(self, specs: dict[str, ModelSpec], predictors: dict | None, provers: dict, settings: dict):
         keep_replica_servers_local()
         set_niceness(INGRESS_NICENESS)  # before the ORT and gRPC threads exist: they inherit it
-        self.specs = specs
+        self.settings = settings
+        self._retiring: dict[ModelKey, str] = {}  # removed or replaced versions finishing their proofs -> version
         self.limits = Limits(max_bytes=int(settings["max_request_bytes"]))
         if predictors:  # a GPU: the Predictor deployment holds it
             self._providers = None
             infer = {name: handle.predict.remote for name, handle in predictors.items()}
-            self._predictors = predictors
+            self._predictors = dict(predictors)
         else:  # CPU: ONNX Runtime in this process, no hop
             self.models = {name: BatchedModel(spec.onnx_path, use_gpu=False, threads=settings.get("ort_threads"),
                                               max_batch_size=int(settings["max_batch_size"]),
@@ -188,6 +193,79 @@ class Ingress:
             await self._grpc.stop(2)
         if getattr(self, "proofs", None) is not None:
             self.proofs.close()
+
+    @property
+    def specs(self) -> dict[str, ModelSpec]:
+        """The models served now (the data plane's table, changed by add_model / remove_model)."""
+        return self.plane.specs
+
+    # === live models: control methods, called through a DeploymentHandle by `zkserve models` ========
+    # (never on the gRPC or REST ports: those map only the protocol methods below)
+    async def add_model(self, spec: ModelSpec, prover, predictor=None, in_flight: int = 2) -> dict:
+        """Serves ``spec`` with its (already running) Prover, and Predictor on GPU nodes. The model
+        takes traffic only once both are in the tables; a name already served gets a new version
+        and its old version keeps its prover until ``retire_model`` has seen its proofs finish."""
+        if predictor is not None:
+            infer, model = predictor.predict.remote, None
+        else:
+            model = await asyncio.to_thread(
+                BatchedModel, spec.onnx_path, use_gpu=False, threads=self.settings.get("ort_threads"),
+                max_batch_size=int(self.settings["max_batch_size"]),
+                observe=metrics.inference_observer({"model": spec.name}))
+            infer = model.predict
+        self.proofs.add_model(spec, prover, in_flight)  # first: a request that finds the model can prove
+        version, replaced = self.plane.add(spec, infer)
+        if model is not None:
+            self.models[spec.name] = model
+            self._providers[spec.name] = model.providers()
+        else:
+            self._predictors[spec.name] = predictor
+            (self._providers or {}).pop(spec.name, None)
+        self._retiring.pop((spec.name, spec.model_id), None)
+        if replaced is not None:
+            self._retiring[(replaced.name, replaced.model_id)] = str(version - 1)
+        logger.info("serving %s version %d (%s)", spec.name, version, spec.model_id)
+        return {"name": spec.name, "version": str(version), "model_id": spec.model_id,
+                "replaced_model_id": replaced.model_id if replaced is not None else None}
+
+    async def remove_model(self, name: str) -> dict:
+        """From now on ``name`` answers NOT_FOUND; its requests and proofs in flight finish
+        (``retire_model`` waits for them)."""
+        version = self.plane.version(name) if name in self.plane.specs else ""
+        spec = self.plane.remove(name)
+        self._retiring[(spec.name, spec.model_id)] = version
+        logger.info("removed %s version %s (%s)", name, version, spec.model_id)
+        return {"name": name, "version": version, "model_id": spec.model_id}
+
+    async def retire_model(self, name: str, model_id: str) -> int:
+        """Waits until the requests and proofs of a removed or replaced version have finished, then
+        drops its prover; returns the proofs it waited for. The caller deletes the deployments."""
+        key = (name, model_id)
+        if (name in self.plane.specs and self.plane.specs[name].model_id == model_id):
+            raise InvalidArgument(f"{name} ({model_id}) is still served; remove it first")
+        waited = self.proofs.unfinished(key)
+        await self.plane.quiesce(key)
+        await self.proofs.retire(key)
+        self._retiring.pop(key, None)
+        if self.plane.specs.get(name) is None:
+            getattr(self, "models", {}).pop(name, None)
+            getattr(self, "_predictors", {}).pop(name, None)
+        return waited
+
+    async def proofs_dir(self) -> str:
+        """Where this app keeps its proofs: `zkserve models` checks it joined the app of its state dir."""
+        return self.settings["proofs_dir"]
+
+    async def model_table(self) -> list[dict]:
+        """Every model this replica knows: served (READY) or finishing its proofs (UNAVAILABLE)."""
+        table = [{"name": name, "version": self.plane.version(name), "model_id": spec.model_id, "state": "READY",
+                  "reason": "", "proofs_unfinished": self.proofs.unfinished((name, spec.model_id))}
+                 for name, spec in sorted(self.plane.specs.items())]
+        for (name, model_id), version in sorted(self._retiring.items()):
+            unfinished = self.proofs.unfinished((name, model_id))
+            table.append({"name": name, "version": version, "model_id": model_id, "state": "UNAVAILABLE",
+                          "reason": f"retired; {unfinished} proof(s) finishing", "proofs_unfinished": unfinished})
+        return table
     # === auth ======================================================================================
     def admit(self, context, method: str) -> None:
         """Authentication, the method's right and the key's quota: once per call, before any
@@ -212,7 +290,11 @@ class Ingress:
 
     @grpc_method(oip_pb.ModelReadyResponse)
     async def ModelReady(self, request, grpc_context):
-        return oip_pb.ModelReadyResponse(ready=request.name in self.specs)
+        try:
+            self.plane.spec(request.name, request.version)
+        except NotFound:
+            return oip_pb.ModelReadyResponse(ready=False)
+        return oip_pb.ModelReadyResponse(ready=True)
 
     @grpc_method(oip_pb.ServerMetadataResponse)
     async def ServerMetadata(self, request, grpc_context):
@@ -228,6 +310,13 @@ class Ingress:
                 getattr(response, key).add(**tensor)
         return response
 
+    @grpc_method(oip_pb.RepositoryIndexResponse)
+    async def RepositoryIndex(self, request, grpc_context):
+        response = oip_pb.RepositoryIndexResponse()
+        for entry in await self._repository_index(request.repository_name, request.ready):
+            response.models.add(**entry)
+        return response
+
     @grpc_method(oip_pb.ModelInferResponse)
     async def ModelInfer(self, request, grpc_context):
         response, _ = await self.plane.infer(oip.decode_request(request, self.limits))
@@ -237,9 +326,10 @@ class Ingress:
     @grpc_method(pb.PredictResponse)
     async def Predict(self, request, grpc_context):
         response, record = await self.plane.infer(native.decode_predict(request, self.limits))
-        spec = self.specs[response.model]
         outputs = [native.encode_tensor(t) for t in response.outputs if t.name != PROOF_TENSOR]
-        message = pb.PredictResponse(model=spec.name, model_id=spec.model_id, outputs=outputs)
+        # the response's own model_id: the model may have been replaced while this request ran
+        message = pb.PredictResponse(model=response.model, model_id=str(response.parameters["model_id"]),
+                                     outputs=outputs)
         if record is not None:
             message.proof_id = record.proof_id
             message.proof.CopyFrom(native.encode_record(record))
@@ -350,6 +440,16 @@ class Ingress:
         response, _ = await self.plane.infer(rest.decode_request(body, model, version, self.limits))
         return rest.encode_response(response)
 
+    async def rest_repository_index(self, request) -> list[dict]:
+        body = await self._read_body(request)
+        try:
+            document = json.loads(body) if body.strip() else {}
+        except ValueError:
+            raise InvalidArgument("the repository index request body is not JSON") from None
+        if not isinstance(document, dict) or not isinstance(document.get("ready", False), bool):
+            raise InvalidArgument('the repository index request body is {"ready": true|false}')
+        return await self._repository_index(str(document.get("repository_name", "")), document.get("ready", False))
+
     async def rest_proof(self, request, proof_id: str) -> dict:
         record = self.plane.proof(proof_id)
         document = record.to_dict()
@@ -377,10 +477,17 @@ class Ingress:
     def _server_metadata(self) -> dict:
         return {"name": "zkserve", "version": _version(), "extensions": ["zkserve_attestation"]}
 
+    async def _repository_index(self, repository: str, ready_only: bool) -> list[dict]:
+        if repository not in ("", APP_REPOSITORY):
+            raise NotFound(f"no model repository {repository!r}; this server has one, {APP_REPOSITORY!r} (or '')")
+        return [{key: entry[key] for key in ("name", "version", "state", "reason")}
+                for entry in await self.model_table() if not ready_only or entry["state"] == "READY"]
+
     def _model_metadata(self, name: str, version: str = "") -> dict:
         spec = self.plane.spec(name, version)
         tensors = lambda specs: [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.row_shape]} for t in specs]  # noqa: E731
-        return {"name": spec.name, "versions": ["1"], "platform": "onnxruntime_onnx", "inputs": tensors(spec.inputs),
+        return {"name": spec.name, "versions": [self.plane.version(spec.name)], "platform": "onnxruntime_onnx",
+                "inputs": tensors(spec.inputs),
                 "outputs": tensors(spec.outputs) + [{"name": PROOF_TENSOR, "datatype": "BYTES", "shape": [1]}]}
 
     async def _providers_of(self, model: str) -> list[str]:

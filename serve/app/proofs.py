@@ -22,6 +22,7 @@ from serve.errors import ResourceExhausted
 from serve.protocol.types import ProofRecord, ProofStatus
 
 logger = logging.getLogger("ray.serve")
+ModelKey = tuple[str, str]  # (model name, model_id): one served version of a model
 PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, twice
 
 
@@ -30,8 +31,10 @@ class ProofService:
                  max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None,
                  verifier_client: Mapping | None = None):
         self.files = ProofFiles(root)
-        self.specs = specs
-        self.provers = provers  # model -> DeploymentHandle of its Prover
+        # (model name, model_id) -> DeploymentHandle of its Prover: a new version of a name (a new
+        # model_id) gets its own prover while the old one finishes the proofs it was given
+        self.provers: dict[ModelKey, object] = {(name, spec.model_id): provers[name]
+                                                for name, spec in specs.items() if name in provers}
         self.max_queued = int(max_queued)
         self.verifier_target = verifier_target
         self.verifier_client = dict(verifier_client or {})  # VerifierClient's token and root_cert
@@ -43,7 +46,8 @@ class ProofService:
                 self.records[proof_id] = record
         # Jobs sent to a model's provers at once (the rest wait here, in order): as many as its
         # replicas take, so Ray's router never backs off on full replicas between proofs.
-        self._slots = {model: asyncio.Semaphore(max(1, int((in_flight or {}).get(model, 2)))) for model in specs}
+        self._slots = {(name, spec.model_id): asyncio.Semaphore(max(1, int((in_flight or {}).get(name, 2))))
+                       for name, spec in specs.items()}
         self._changed: asyncio.Condition | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="proof-store")  # one writer: writes stay in order
         self._tasks: set[asyncio.Task] = set()
@@ -75,16 +79,18 @@ class ProofService:
         self._spawn(self._run(job))
 
     async def _run(self, job: ProofJob) -> None:
-        spec = self.specs.get(job.model)
-        if spec is None:
-            await self._fail(job, f"model {job.model} is no longer served", "model_gone")
+        model_id = self.records[job.proof_id].model_id
+        key = (job.model, model_id)
+        prover = self.provers.get(key)
+        if prover is None:
+            await self._fail(job, f"model {job.model} ({model_id}) is no longer served", "model_gone")
             return
         outcome: ProofOutcome | None = None
-        async with self._slots[job.model]:
+        async with self._slots[key]:
             await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING))
             for attempt in range(1, PROVER_ATTEMPTS + 1):
                 try:
-                    outcome = await self.provers[job.model].prove.remote(job)
+                    outcome = await prover.prove.remote(job)
                     break
                 except Exception as error:  # noqa: BLE001 - a replica died; the proof itself did not fail
                     logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt, error)
@@ -108,7 +114,7 @@ class ProofService:
         self.files.drop_job(job.proof_id)
         metrics.proofs_done().inc(tags={"model": job.model})
         if self.verifier_target and outcome.row_offset == 0:  # a shared proof is submitted once
-            self._spawn(self._submit(job.model, outcome.proof_json))
+            self._spawn(self._submit(job.model, record.model_id, outcome.proof_json))
 
     async def _fail(self, job: ProofJob, reason: str, kind: str, outcome: ProofOutcome | None = None) -> None:
         fields = {"status": ProofStatus.FAILED, "error": reason, "finished_at": time.time()}
@@ -119,7 +125,7 @@ class ProofService:
         metrics.proofs_failed().inc(tags={"model": job.model, "reason": kind})
         logger.warning("proof %s of %s failed: %s", job.proof_id, job.model, reason)
 
-    async def _submit(self, model: str, proof_json: bytes) -> None:
+    async def _submit(self, model: str, model_id: str, proof_json: bytes) -> None:
         """Off the response path: the verifier queues the proof's hash for the chain."""
         from circuits import Proof
         from serve.verifier.client import VerifierClient
@@ -129,7 +135,7 @@ class ProofService:
             proof = Proof.from_json(proof_json)
             if self._verifier is None:
                 self._verifier = VerifierClient(self.verifier_target, **self.verifier_client)
-            await asyncio.to_thread(self._verifier.submit, self.specs[model].model_id, proof)
+            await asyncio.to_thread(self._verifier.submit, model_id, proof)
             metrics.proofs_submitted().inc(tags=tags | {"result": "accepted"})
         except Exception as error:  # noqa: BLE001 - the verifier being down must not fail inference
             metrics.proofs_submitted().inc(tags=tags | {"result": "failed"})
@@ -150,6 +156,28 @@ class ProofService:
         if unfinished:
             logger.info("requeued %d unfinished proof(s)", len(unfinished))
         return len(unfinished)
+
+    # --- live models ----------------------------------------------------------------------------------
+    def add_model(self, spec: ModelSpec, prover, in_flight: int) -> None:
+        """Proofs of ``spec`` go to ``prover`` from now on."""
+        key = (spec.name, spec.model_id)
+        self.provers[key] = prover
+        self._slots.setdefault(key, asyncio.Semaphore(max(1, int(in_flight))))
+
+    def unfinished(self, key: ModelKey) -> int:
+        return sum(1 for pid in self._unfinished if (self.records[pid].model, self.records[pid].model_id) == key)
+
+    async def retire(self, key: ModelKey) -> None:
+        """Waits until every proof already given to the model ``key`` has finished, then forgets
+        its prover (the caller then deletes the prover's deployment). A caller's timeout leaves
+        the prover in place, still finishing."""
+        async with self._condition():
+            await self._condition().wait_for(lambda: not self.unfinished(key))
+        self.provers.pop(key, None)
+        self._slots.pop(key, None)
+
+    def served_keys(self) -> list[ModelKey]:
+        return list(self.provers)
 
     # --- reads --------------------------------------------------------------------------------------
     def get(self, proof_id: str) -> ProofRecord | None:

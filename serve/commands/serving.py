@@ -137,6 +137,7 @@ def up_command(
         starting = False
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        settings.paths.ray_address.unlink(missing_ok=True)
         _shut_down(verifier, ray_started, joined_cluster)
         if app_key is not None:
             _revoke_app_key(settings, app_key[0])
@@ -228,6 +229,11 @@ def _start_app(
             link.unlink()
         link.symlink_to(session_logs, target_is_directory=True)  # Ray's own logs, found from the state dir
     start(settings.document(), insecure_no_auth, verifier_token)
+    # `zkserve models` joins this cluster (Ray's own "auto" could find another user's cluster)
+    # with the auth mode Ray chose for it (a local cluster gets token auth by default)
+    paths.ray_address.parent.mkdir(parents=True, exist_ok=True)
+    address = os.environ.get("RAY_ADDRESS") or context.address_info["gcs_address"]
+    paths.ray_address.write_text(json.dumps({"address": address, "auth_mode": os.environ.get("RAY_AUTH_MODE", "")}))
     return True
 
 
@@ -365,13 +371,14 @@ def _replica_counts() -> dict[str, int]:
         from serve.app import APP_NAME
 
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), include_dashboard=False, log_to_driver=False)
-        app = serve.status().applications.get(APP_NAME)
-        if app is None:
-            return {}
-        return {
-            name: sum(d.replica_states.values()) if hasattr(d, "replica_states") else 0
-            for name, d in app.deployments.items()
-        }
+        counts: dict[str, int] = {}
+        for app_name, app in serve.status().applications.items():
+            if app_name != APP_NAME and not app_name.startswith(f"{APP_NAME}-"):
+                continue  # the app itself, and the provers of models added live (`zkserve models add`)
+            for name, d in app.deployments.items():
+                counts[name] = counts.get(name, 0) + (sum(d.replica_states.values())
+                                                      if hasattr(d, "replica_states") else 0)
+        return counts
     except Exception:  # noqa: BLE001 - replicas are extra information; the rest still prints
         return {}
 

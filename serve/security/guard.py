@@ -43,6 +43,7 @@ METHOD_RIGHTS: dict[str, str] = {
     "/inference.GRPCInferenceService/ModelReady": "predict",
     "/inference.GRPCInferenceService/ModelMetadata": "predict",
     "/inference.GRPCInferenceService/ServerMetadata": "predict",
+    "/inference.GRPCInferenceService/RepositoryIndex": "predict",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ANY_KEY,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": ANY_KEY,
 }
