@@ -404,7 +404,7 @@ def _chain_checks(
         )
         if on_chain and anchor["block_number"]:
             how += (
-                f"; root anchored in block {anchor['block_number']} by {anchor['attester']} ({anchor['count']} leaves)"
+                f"; root anchored in block {anchor['block_number']} by {anchor['anchorer']} ({anchor['count']} leaves)"
             )
         status = VERIFIED if on_chain and local and leaf is not None else (FAILED if not on_chain else UNCHECKED)
         facts.append(Fact("Anchored on chain", f"root {short(root)}", status, how))
