@@ -1,4 +1,5 @@
-"""The KServe Python SDK's REST client works unchanged against zkserve's KServe v2 REST.
+"""The KServe Python SDK's REST client works unchanged against zkserve's KServe v2 REST (JSON tensors and the binary
+tensor extension both ways).
 
 The client runs in its own venv (.venv-kserve, kserve==0.21.0) as a subprocess. `make setup` (and so
 `make test`) builds that venv; a missing or broken one fails the test, saying how to build it, rather
@@ -37,7 +38,7 @@ def kserve_python() -> Path:
     return python
 
 
-def test_kserve_sdk_rest_client_gets_predictions_and_proofs(serving_app, kserve_python, mlp_package, tmp_path):
+def test_kserve_sdk_rest_client_gets_predictions_and_proofs(kserve_python, serving_app, mlp_package, tmp_path):
     ingress = serving_app.document["zkserve"]["ingress"]
     rows = np.random.default_rng(8).uniform(-1, 1, (1, 16)).astype(np.float32)
     np.save(tmp_path / "rows.npy", rows)
@@ -49,6 +50,8 @@ def test_kserve_sdk_rest_client_gets_predictions_and_proofs(serving_app, kserve_
 
     assert seen["live"] and seen["ready"] and seen["model_ready"] and seen["id"] == "sdk-1"
     np.testing.assert_allclose(seen["scores"], ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
+    assert seen["binary_answer"] is not None and int(seen["binary_answer"]) > 0  # answered with binary outputs
+    np.testing.assert_allclose(seen["binary_scores"], ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
     params = seen["parameters"]
     assert params["model_id"] == mlp_package.model_id and params["proven_outputs_match"] is True
     assert Proof.from_json(seen["proof"].encode()).proof_hash == params["proof_hash"]
