@@ -33,6 +33,7 @@ from serve.chain.registry import Registry
 from serve.client import Prediction, infer_request
 from serve.commands import scoring
 from serve.ports import free_port
+from serve.scoring.anchoring import anchor_root
 from serve.verifier.client import VerifierClient, status_name
 from tests.conftest import REPO, run_cli
 from tests.e2e.conftest import dev_chain
@@ -103,7 +104,7 @@ def _served(ingress: str, package, rows: np.ndarray) -> list[str]:
     return [p.parameters["proof_hash"] for p in predictions]
 
 
-def test_usage_counts_match_rows_proven(stack, mlp_batch4_package, mlp_rows, tmp_path):
+def test_usage_counts_match_rows_proven(stack, mlp_batch4_package, mlp_rows, tmp_path, monkeypatch):
     package, env = mlp_batch4_package, stack["env"]
     assert package.batch_size == 4 and package.manifest["visibility"]["input"] == "public"
     verifier = f"127.0.0.1:{stack['ports']['VERIFIER_PORT']}"
@@ -141,6 +142,13 @@ def test_usage_counts_match_rows_proven(stack, mlp_batch4_package, mlp_rows, tmp
     events = registry.contract.events.Usage.get_logs(from_block=registry.deployed_block,
                                                      argument_filters={"modelId": bytes.fromhex(package.model_id[2:])})
     assert all(e["args"]["anchored"] for e in events) and sum(e["args"]["rows"] for e in events) == expected
+
+    # an audit-sampled job's commitment root (`score --sample --submit`) is anchored stating no rows: it proves none
+    for name in ("HOME", "CHAIN_ANVIL_PORT"):
+        monkeypatch.setenv(f"ZKSERVE_{name}", env[f"ZKSERVE_{name}"])
+    committed = anchor_root(b"\x5a" * 32, 10, package.model_id)
+    assert committed["anchorer"] == chain.address and registry.anchor_info(b"\x5a" * 32)["count"] == 10
+    assert registry.usage(package.model_id)["anchored_rows"] == expected
 
     # attested on chain by anyone: the contract counts the rows the proof's inputs prove, not its padding
     padded = Proof.load(job / "proofs" / f"{min(rows_of, key=rows_of.get)}.json")
