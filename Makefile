@@ -10,12 +10,16 @@ STUBS := stubs
 # tritonclient pins protobuf < 7 and ships its own `inference` protos, which clash with ours
 # in one process: the stock-client test runs it from this second venv.
 TRITON_VENV := .venv-triton
+# The KServe Python SDK (its REST client, for tests/e2e/test_serving_kserve.py) pins its own
+# dependency set; it runs from a venv of its own too.
+KSERVE_VENV := .venv-kserve
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint stubs clean bench chromium
 
-setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated $(TRITON_VENV)/.installed
+setup: $(VENV)/.installed node_modules/.installed $(STUBS)/.generated $(TRITON_VENV)/.installed \
+	$(KSERVE_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +37,11 @@ node_modules/.installed: package.json package-lock.json
 $(TRITON_VENV)/.installed:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install --quiet 'tritonclient[grpc]==2.73.0' numpy
+	touch $@
+
+$(KSERVE_VENV)/.installed:
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet 'kserve==0.21.0' numpy
 	touch $@
 
 $(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
@@ -62,4 +71,4 @@ bench: setup
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STUBS) .zkserve .pytest_cache $(TRITON_VENV)
+	rm -rf $(STUBS) .zkserve .pytest_cache $(TRITON_VENV) $(KSERVE_VENV)

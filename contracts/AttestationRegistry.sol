@@ -30,9 +30,11 @@ interface IHalo2Verifier {
 /// - ANCHORER_ROLE: anchors batch roots and states each batch's row count per model.
 ///
 /// Usage: per model, the rows proven under anchored roots (as the anchorer states them) and
-/// under attested proofs (each proof counts the circuit's batch rows, stated once by the
-/// registrar at registration, which binds that circuit), with a `Usage` event per model per
-/// anchor or attestation that a model owner can filter by model id.
+/// under attested proofs, with a `Usage` event per model per anchor or attestation that a model
+/// owner can filter by model id. An attested proof counts the rows its public inputs prove: the
+/// circuit's batch less the trailing rows whose inputs are all zero (the prover's padding), read
+/// from the instances with the layout the registrar stated when binding the circuit. A circuit
+/// whose inputs are not public cannot show its padding: each of its proofs counts the batch.
 contract AttestationRegistry {
     bytes32 public constant DEFAULT_ADMIN_ROLE = 0x00;
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
@@ -43,10 +45,13 @@ contract AttestationRegistry {
         uint64 deprecatedAt; // block number; 0 = in use
         uint128 anchoredRows; // checked arithmetic: overflow reverts, never wraps
         address verifier;
-        uint96 rowsPerProof; // the circuit's batch: rows one proof proves (padding included)
+        uint96 rowsPerProof; // the circuit's batch: the most rows one proof proves
         address registrar;
         uint256 attestedRows;
         string metadataURI;
+        // Felts per row of each public input, in instance order (input i fills rowsPerProof *
+        // inputRowWidths[i] felts, row-major); empty when the inputs are not public.
+        uint32[] inputRowWidths;
     }
 
     struct Attestation {
@@ -200,12 +205,16 @@ contract AttestationRegistry {
 
     /// @notice Registrar only. Binds `modelId` to `verifier` once and for ever: whoever binds
     /// a model id decides what "proven under this model" means, so it is never first-come
-    /// and never rebound (not even after deprecation). `rowsPerProof` is the circuit's batch,
-    /// the rows each attested proof of this model counts in `usage`.
-    function registerModel(bytes32 modelId, address verifier, uint256 rowsPerProof, string calldata metadataURI)
-        external
-        onlyRole(REGISTRAR_ROLE)
-    {
+    /// and never rebound (not even after deprecation). `rowsPerProof` is the circuit's batch;
+    /// `inputRowWidths` the felts per row of each public input (empty when the inputs are not
+    /// public): what `attest` needs to tell a proof's real rows from its zero padding.
+    function registerModel(
+        bytes32 modelId,
+        address verifier,
+        uint256 rowsPerProof,
+        uint32[] calldata inputRowWidths,
+        string calldata metadataURI
+    ) external onlyRole(REGISTRAR_ROLE) {
         if (verifier == address(0)) revert ZeroAddress();
         if (verifier.code.length == 0) revert NoVerifierCode(verifier);
         if (rowsPerProof == 0) revert ZeroRows();
@@ -217,6 +226,7 @@ contract AttestationRegistry {
         model.rowsPerProof = uint96(rowsPerProof);
         model.registrar = msg.sender;
         model.metadataURI = metadataURI;
+        model.inputRowWidths = inputRowWidths;
         emit ModelRegistered(modelId, verifier, msg.sender, rowsPerProof, metadataURI);
     }
 
@@ -254,7 +264,7 @@ contract AttestationRegistry {
     /// @notice Anyone. Verifies the proof with the model's verifier and records it: trustless
     /// given the circuit's SRS. Attesting a proof already attested with the same model and
     /// instances is a no-op (retries never revert, even after deprecation); a proof hash
-    /// already recorded under another model reverts. Counts the model's `rowsPerProof`.
+    /// already recorded under another model reverts. Counts the rows the proof's inputs prove.
     function attest(bytes32 modelId, bytes calldata proof, uint256[] calldata instances)
         external
         returns (bytes32 proofHash)
@@ -272,7 +282,30 @@ contract AttestationRegistry {
         if (model.deprecatedAt != 0) revert DeprecatedModel(modelId);
         _verify(model.verifier, modelId, proof, instances);
         if (recorded) return proofHash; // same bytes verified before: keep the first record
-        _record(model, modelId, proofHash, instancesHash);
+        _record(model, modelId, proofHash, instancesHash, provenRows(model, instances));
+    }
+
+    /// The rows a verified proof proves: the batch less its trailing all-zero input rows (at
+    /// least one row is real). Without a public input layout (or with instances shorter than
+    /// it, which the model's verifier would not have accepted) the whole batch counts.
+    function provenRows(Model storage model, uint256[] calldata instances) private view returns (uint256 rows) {
+        uint256 batch = model.rowsPerProof;
+        uint32[] storage widths = model.inputRowWidths;
+        uint256 inputs = widths.length;
+        uint256 needed;
+        for (uint256 i = 0; i < inputs; ++i) needed += batch * widths[i];
+        if (inputs == 0 || instances.length < needed) return batch;
+        for (rows = batch; rows > 1; --rows) {
+            uint256 offset;
+            for (uint256 i = 0; i < inputs; ++i) {
+                uint256 width = widths[i];
+                uint256 start = offset + (rows - 1) * width;
+                for (uint256 j = start; j < start + width; ++j) {
+                    if (instances[j] != 0) return rows;
+                }
+                offset += batch * width;
+            }
+        }
     }
 
     /// The EZKL verifier reverts on most bad proofs and returns false on others; both reject.
@@ -281,9 +314,10 @@ contract AttestationRegistry {
         if (!ok || result.length < 32 || !abi.decode(result, (bool))) revert ProofRejected(modelId);
     }
 
-    function _record(Model storage model, bytes32 modelId, bytes32 proofHash, bytes32 instancesHash) private {
+    function _record(Model storage model, bytes32 modelId, bytes32 proofHash, bytes32 instancesHash, uint256 rows)
+        private
+    {
         _attestations[proofHash] = Attestation(modelId, instancesHash, msg.sender, uint64(block.number));
-        uint256 rows = model.rowsPerProof;
         model.attestedRows += rows;
         emit Attested(proofHash, modelId, msg.sender, leafOf(modelId, proofHash, instancesHash));
         emit Usage(modelId, proofHash, false, rows);

@@ -240,6 +240,97 @@ def test_rest_bounds_before_allocating():
         rest.decode_request(flood, "m")
 
 
+# --- KServe v2 REST binary tensor extension ---------------------------------------------------
+@pytest.mark.parametrize("datatype", list(NUMPY_DTYPES))
+def test_rest_binary_inputs_round_trip_every_datatype(datatype):
+    request = request_with(Tensor("x", datatype, sample(datatype)), Tensor("y", "FP32", sample("FP32", (2, 1))))
+    body, json_length = rest.encode_binary_request(request)
+    head = json.loads(body[:json_length])
+    assert all("data" not in item for item in head["inputs"])
+    assert head["inputs"][1]["parameters"] == {"binary_data_size": 8}  # 2 x FP32, little-endian
+    assert body[-8:] == sample("FP32", (2, 1)).astype("<f4").tobytes()
+    decoded, binary = rest.decode_infer(body, "m", "1", json_length=rest.header_length(str(json_length), len(body)))
+    assert decoded == request and binary == frozenset()
+
+
+def test_rest_binary_bytes_input_is_length_prefixed_and_mixes_with_json():
+    head = json.dumps({"inputs": [
+        {"name": "t", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + 2 + 4 + 0}},
+        {"name": "n", "shape": [1, 2], "datatype": "INT32", "data": [[1, -2]]}]}).encode()
+    body = head + struct.pack("<I", 2) + b"hi" + struct.pack("<I", 0)
+    request = rest.decode_request(body, "m", json_length=len(head))
+    assert request.inputs[0].data.tolist() == [b"hi", b""] and request.inputs[1].data.tolist() == [[1, -2]]
+
+
+def test_rest_binary_outputs_when_asked_for():
+    proof = np.empty(1, dtype=object)
+    proof[:] = [b'{"proof_hash": "0x1"}']
+    scores = np.array([[0.5, 0.25]], np.float32)
+    response = InferResponse(model="m", id="7", outputs=(Tensor("scores", "FP32", scores),
+                                                         Tensor("zk_proof", "BYTES", proof)),
+                             parameters={"proof_status": "done"})
+    body, json_length = rest.encode_infer(response, frozenset({"zk_proof"}))
+    head = json.loads(body[:json_length])
+    assert head["outputs"][0]["data"] == [0.5, 0.25] and "data" not in head["outputs"][1]
+    assert head["outputs"][1]["parameters"] == {"binary_data_size": 4 + len(proof[0])}
+    assert body[json_length:] == struct.pack("<I", len(proof[0])) + proof[0]
+    assert rest.decode_response(body, json_length).outputs == response.outputs
+    body, json_length = rest.encode_infer(response, frozenset({rest.ALL_OUTPUTS}))
+    assert body[json_length:json_length + 8] == scores.tobytes()
+    assert rest.decode_response(body, json_length) == response
+    assert rest.encode_infer(response) == (json.dumps(rest.encode_response(response), separators=(",", ":")).encode(),
+                                           None)  # nothing asked: plain JSON
+
+
+def test_rest_binary_output_wishes_are_read_from_the_request():
+    tensor = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
+    per_output = json.dumps({"inputs": [tensor], "outputs": [{"name": "scores", "parameters": {"binary_data": True}},
+                                                             {"name": "zk_proof"}]}).encode()
+    assert rest.decode_infer(per_output, "m")[1] == frozenset({"scores"})
+    every = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    assert rest.decode_infer(every, "m")[1] == frozenset({rest.ALL_OUTPUTS})
+    with pytest.raises(errors.InvalidArgument, match="true or false"):
+        rest.decode_infer(json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": "yes"}}).encode(), "m")
+
+
+def _binary_body(size, tail: bytes, datatype="FP32", shape=(2,), data=None):
+    item = {"name": "x", "shape": list(shape), "datatype": datatype, "parameters": {"binary_data_size": size}}
+    if data is not None:
+        item["data"] = data
+    head = json.dumps({"inputs": [item]}).encode()
+    return head + tail, len(head)
+
+
+@pytest.mark.parametrize("body, words", [
+    (_binary_body(8, b"\0" * 4), "runs past"),
+    (_binary_body(4, b"\0" * 4), "needs 8"),
+    (_binary_body(8, b"\0" * 12), "binary part holds 12 bytes"),
+    (_binary_body(-1, b""), "byte count"),
+    (_binary_body(True, b"\0"), "byte count"),
+    (_binary_body(8, b"\0" * 8, data=[1, 2]), "both"),
+    (_binary_body(6, struct.pack("<I", 9) + b"ab", datatype="BYTES", shape=(1,)), "runs past"),
+])
+def test_rest_bad_binary_bodies_name_the_problem(body, words):
+    with pytest.raises(errors.InvalidArgument, match=words) as raised:
+        rest.decode_request(body[0], "m", json_length=body[1])
+    assert errors.http_status(raised.value) == 400
+
+
+def test_rest_binary_header_is_checked():
+    body, _ = _binary_body(8, b"\0" * 8)
+    with pytest.raises(errors.InvalidArgument, match="needs the Inference-Header-Content-Length header"):
+        rest.decode_request(body, "m")  # binary data without the header: the tail is not JSON
+    head = body[:-8]
+    with pytest.raises(errors.InvalidArgument, match="has no Inference-Header-Content-Length"):
+        rest.decode_request(head, "m")  # binary_data_size in a plain JSON body
+    for bad in ("-1", "abc", str(len(body) + 1)):
+        with pytest.raises(errors.InvalidArgument, match="Inference-Header-Content-Length"):
+            rest.header_length(bad, len(body))
+    assert rest.header_length(None, len(body)) is None
+    with pytest.raises(errors.PayloadTooLarge):  # the whole body is bounded before the split
+        rest.decode_request(body, "m", limits=Limits(max_bytes=len(body) - 1), json_length=len(body) - 8)
+
+
 # --- validation against the model -------------------------------------------------------------
 SPEC = ModelSpec(name="m", package_root="/nowhere", model_id="0x1", inputs=(TensorSpec("x", (4,), "float32"),),
                  outputs=(TensorSpec("y", (2,), "float32"),), circuit_batch_size=1, tolerance=0.1, visibility={},

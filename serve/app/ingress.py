@@ -393,7 +393,7 @@ class Ingress:
 
     # === KServe v2 REST ============================================================================
     async def handle_rest(self, request):
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
 
         path, verb = request.url.path, request.method
         handler, params = None, {}
@@ -417,7 +417,7 @@ class Ingress:
             status, body = http_status(raised), {"error": message}
         metrics.requests().inc(tags={"protocol": "rest", "method": handler, "model": params.get("model", ""),
                                      "code": code_name(error)})
-        return JSONResponse(body, status_code=status)
+        return body if isinstance(body, Response) else JSONResponse(body, status_code=status)
 
     async def rest_live(self, request) -> dict:
         return {"live": True}
@@ -435,10 +435,19 @@ class Ingress:
     async def rest_model_metadata(self, request, model: str, version: str = "") -> dict:
         return self._model_metadata(model, version)
 
-    async def rest_infer(self, request, model: str, version: str = "") -> dict:
+    async def rest_infer(self, request, model: str, version: str = ""):
+        from starlette.responses import Response
+
         body = await self._read_body(request)
-        response, _ = await self.plane.infer(rest.decode_request(body, model, version, self.limits))
-        return rest.encode_response(response)
+        json_length = rest.header_length(request.headers.get(rest.HEADER_LENGTH), len(body))
+        decoded, binary = rest.decode_infer(body, model, version, self.limits, json_length)
+        response, _ = await self.plane.infer(decoded)
+        if not binary:
+            return rest.encode_response(response)
+        content, json_length = rest.encode_infer(response, binary)  # the binary extension, as asked for
+        if json_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type=rest.BINARY_CONTENT_TYPE, headers={rest.HEADER_LENGTH: str(json_length)})
 
     async def rest_repository_index(self, request) -> list[dict]:
         body = await self._read_body(request)
@@ -475,7 +484,7 @@ class Ingress:
 
     # === shared by both protocols ==================================================================
     def _server_metadata(self) -> dict:
-        return {"name": "zkserve", "version": _version(), "extensions": ["zkserve_attestation"]}
+        return {"name": "zkserve", "version": _version(), "extensions": ["zkserve_attestation", "binary_tensor_data"]}
 
     async def _repository_index(self, repository: str, ready_only: bool) -> list[dict]:
         if repository not in ("", APP_REPOSITORY):

@@ -7,10 +7,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_account import Account
+
 from circuits.paths import StatePaths
 from serve.chain.anvil import AnvilProcess, rpc_chain_id
 from serve.chain.client import ChainClient, ChainError
-from serve.chain.keys import load_signer
+from serve.chain.keys import SigningKeyError, load_signer
 from serve.security.redact import redact_url, register_secret_url
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,19 @@ def local_chain_url(chain_config: dict) -> str:
     return f"http://{chain_config['anvil_host']}:{chain_config['anvil_port']}"
 
 
-def connect(zkserve_config: dict, start_anvil: bool = True) -> ChainConnection:
+def connect(zkserve_config: dict, start_anvil: bool = True, read_only: bool = False) -> ChainConnection:
+    """``read_only``: for commands that only read; they need no signing key (an unfunded
+    throwaway account stands in when none is configured)."""
     chain_config = zkserve_config["chain"]
     local = not chain_config.get("rpc_url")
     url = local_chain_url(chain_config) if local else chain_config["rpc_url"]
     register_secret_url(url)
-    signer = load_signer(chain_config, local_chain=local)  # before anvil starts: it takes the key out of the env
+    try:
+        signer = load_signer(chain_config, local_chain=local)  # before anvil starts: it takes the key out of the env
+    except SigningKeyError:
+        if not read_only:
+            raise
+        signer = Account.create()
     anvil = None
     if local and rpc_chain_id(url) is None and start_anvil:
         state_file = StatePaths(Path(zkserve_config["state_dir"])).anvil_state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from eth_utils import keccak, to_checksum_address
@@ -52,6 +53,14 @@ def insecure_srs_refusal(package, chain_id: int, local_chain: bool, allow_insecu
             f"to register it anyway")
 
 
+def input_row_widths(package) -> list[int]:
+    """Felts per row of each input in a proof's instances, in order; empty when the inputs are
+    not public (as ``circuits.instances`` lays them out)."""
+    if package.manifest["visibility"]["input"] != "public":
+        return []
+    return [math.prod(entry["shape"][1:]) for entry in package.inputs]
+
+
 def hex32(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
@@ -62,6 +71,7 @@ class Registry:
         self.address = to_checksum_address(address)
         self.abi = abi
         self.contract = chain.contract(self.address, abi)
+        self.deployed_block = 0  # where its events start, when recorded
 
     @classmethod
     def ensure(cls, chain: ChainClient, state_dir: Path, registrar: str | None = None,
@@ -90,6 +100,30 @@ class Registry:
         log.info("deployed %s at %s on chain %d", REGISTRY, address, chain_id)
         return cls(chain, address, compiled.abi)
 
+    @classmethod
+    def recorded(cls, chain: ChainClient, state_dir: Path) -> Registry | None:
+        """The registry recorded for this chain when it still holds code, else None; never
+        deploys (for commands that only read)."""
+        entry = Deployments(Path(state_dir) / "chain" / "deployments.json").get(chain.chain_id())
+        address = entry.get("registry")
+        if not address or not chain.has_code(address):
+            return None
+        registry = cls(chain, address, project_contract(REGISTRY).abi)
+        registry.deployed_block = int(entry.get("registry_block") or 0)
+        return registry
+
+    def registered_models(self) -> list[tuple[str, str]]:
+        """(label, model id) of every model ever registered, in registration order; the label
+        is the package name from zkserve's metadata URI (``zkserve:NAME:MODEL_ID``) or the URI."""
+        models = []
+        events = self.chain.rpc(lambda: self.contract.events.ModelRegistered.get_logs(from_block=self.deployed_block))
+        for event in events:
+            uri = event["args"]["metadataURI"] or ""
+            parts = uri.split(":")
+            label = parts[1] if len(parts) == 3 and parts[0] == "zkserve" else uri
+            models.append((label, hex32(event["args"]["modelId"])))
+        return models
+
     # ---- reads ----
 
     def _read(self, fn):
@@ -102,15 +136,15 @@ class Registry:
         return self._read(self.contract.functions.isDeprecated(to_bytes32(model_id)))
 
     def model(self, model_id: str | bytes) -> dict:
-        (registered_at, deprecated_at, anchored_rows, verifier, rows_per_proof, registrar, attested_rows, uri) = (
-            self._read(self.contract.functions.models(to_bytes32(model_id)))
-        )
+        (registered_at, deprecated_at, anchored_rows, verifier, rows_per_proof, registrar, attested_rows, uri,
+         input_row_widths) = self._read(self.contract.functions.models(to_bytes32(model_id)))
         return {
             "verifier": verifier,
             "registrar": registrar,
             "registered_at": registered_at,
             "deprecated_at": deprecated_at,
             "rows_per_proof": rows_per_proof,
+            "input_row_widths": list(input_row_widths),
             "metadata_uri": uri,
             "anchored_rows": anchored_rows,
             "attested_rows": attested_rows,
@@ -190,9 +224,10 @@ class Registry:
         artifact = package.verifier_artifact()
         verifier, deploy_receipt = self.chain.deploy(artifact["abi"], artifact["bytecode"])
         uri = metadata_uri or f"zkserve:{package.name}:{model_id}"
-        # A proof of this circuit proves its whole batch (padding included): that is what
-        # each attested proof counts in the registry's usage.
-        call = self.contract.functions.registerModel(to_bytes32(model_id), verifier, package.batch_size, uri)
+        # The batch and the public inputs' layout: `attest` counts a proof's rows from its inputs.
+        call = self.contract.functions.registerModel(
+            to_bytes32(model_id), verifier, package.batch_size, input_row_widths(package), uri
+        )
         receipt = self.chain.transact(call, self.abi)
         entry = {
             "name": package.name,
@@ -249,6 +284,7 @@ __all__ = [
     "TxReverted",
     "deploy_consumer",
     "hex32",
+    "input_row_widths",
     "insecure_srs_refusal",
     "to_bytes32",
 ]

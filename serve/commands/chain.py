@@ -240,6 +240,8 @@ def usage_command(
 ) -> None:
     """Rows proven per model, as the registry on chain counts them: under anchored roots (the
     anchorer's statement) and under attested proofs (verified by the contract)."""
+    from serve.chain.connect import connect
+
     zk = _config(config)
     model_ids: list[tuple[str, str]] = []
     if model is not None:
@@ -251,12 +253,18 @@ def usage_command(
             except (LookupError, PackageError) as error:
                 _fail(str(error))
             model_ids.append((package.name, package.model_id))
-    connection, registry = _chain(zk)
     try:
+        connection = connect(zk, start_anvil=False, read_only=True)  # a read: never starts a chain or deploys
+    except (ChainError, SigningKeyError) as error:
+        _fail(str(error))
+    try:
+        chain_id = connection.client.chain_id()
+        registry = Registry.recorded(connection.client, Path(zk["state_dir"]))
+        if registry is None:
+            _fail(f"no AttestationRegistry recorded for chain {chain_id} under {zk['state_dir']} "
+                  "(or the chain no longer has it); register a model first (`zkserve register MODEL`)")
         if model is None:
-            for event in registry.contract.events.ModelRegistered.get_logs(from_block=0):
-                args = event["args"]
-                model_ids.append((args["metadataURI"] or "", "0x" + bytes(args["modelId"]).hex()))
+            model_ids = registry.registered_models()
         rows = []
         for label, model_id in model_ids:
             info = registry.model(model_id)
@@ -267,7 +275,9 @@ def usage_command(
         _fail(str(error))
     finally:
         connection.close()
-    console.print(f"registry {registry.address}  chain {registry.chain.chain_id()}")
+    console.print(f"registry {registry.address}  chain {chain_id}")
+    if not rows:
+        console.print("no model is registered")
     for label, model_id, info in rows:
         state = "  (deprecated)" if info["deprecated_at"] else ""
         console.print(f"{label}  {model_id}{state}")

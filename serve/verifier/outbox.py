@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS proofs (
     leaf           TEXT NOT NULL UNIQUE,
     proof          BLOB,             -- raw proof bytes, kept only for onchain mode (to resend after a reorg)
     instances      TEXT,             -- JSON decimal strings, kept only for onchain mode
-    rows           INTEGER NOT NULL DEFAULT 1,  -- rows the proof proves (the circuit's batch)
+    rows           INTEGER NOT NULL DEFAULT 1,  -- rows the proof proves (read from its instances)
     status         TEXT NOT NULL DEFAULT 'pending',
     batch_id       INTEGER REFERENCES batches(id),
     merkle_path    TEXT,             -- JSON hex list, anchor mode
@@ -175,7 +175,7 @@ class Outbox:
     def add(self, proof_hash: str, model_id: str, mode: str, instances_hash: str, leaf: str,
             proof: bytes | None = None, instances: list[int] | None = None, rows: int = 1) -> tuple[ProofRecord, bool]:
         """Queues a verified proof; returns (record, newly_added). A known hash is left as it is.
-        ``rows``: what the proof proves (its circuit's batch), counted on chain as usage."""
+        ``rows``: the rows the proof proves (from its instances), counted on chain as usage."""
         with self._transaction() as db:
             inserted = db.execute(
                 "INSERT OR IGNORE INTO proofs (proof_hash, model_id, mode, instances_hash, leaf, proof, instances, "

@@ -20,7 +20,7 @@ import grpc
 from zkserve.v1 import verifier_pb2 as pb
 from zkserve.v1 import verifier_pb2_grpc
 
-from circuits import Proof
+from circuits import Proof, proven_rows
 from serve.chain.client import ChainError, ChainUnavailable
 from serve.chain.registry import Registry
 from serve.errors import (
@@ -88,6 +88,14 @@ def streaming(method):
         self.count(method.__name__, "OK")
 
     return wrapper
+
+
+def usage_rows(package, proof: Proof) -> int:
+    """The rows a proof counts in the registry's usage: read from its proven inputs (the
+    prover's zero padding excluded), never from the document's unbound ``rows`` claim. Where
+    the inputs are not public the instances cannot tell, and the whole batch counts."""
+    rows = proven_rows(package, proof)
+    return package.batch_size if rows is None else rows
 
 
 class RegistryHandle:
@@ -274,7 +282,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
             leaf,
             proof=proof.proof_bytes,
             instances=proof.instances,
-            rows=package.batch_size,
+            rows=usage_rows(package, proof),
         )
         log.info("queued %s (%s, %s)", proof.proof_hash, package.name, mode)
         return pb.SubmitResponse(attestation=self._record(record), already_submitted=not added)

@@ -27,6 +27,15 @@ async def main(base_url: str, rows_path: str) -> None:
     seen |= {"id": response.id, "parameters": response.parameters,
              "scores": outputs["scores"].as_numpy().tolist(),
              "proof": proof.decode() if isinstance(proof, bytes) else proof}
+    # the binary tensor extension both ways: raw FP32 in, raw outputs back (header-split body)
+    raw = InferInput("features", list(rows.shape), "FP32")
+    raw.set_data_from_numpy(rows, binary_data=True)
+    headers = {}
+    response = await client.infer(base_url, InferRequest(model_name="demo-mlp", infer_inputs=[raw], request_id="sdk-2",
+                                                         parameters={"attest": "none", "binary_data_output": True}),
+                                  model_name="demo-mlp", response_headers=headers)
+    seen |= {"binary_scores": {o.name: o for o in response.outputs}["scores"].as_numpy().tolist(),
+             "binary_answer": {k.lower(): v for k, v in headers.items()}.get("inference-header-content-length")}
     bad = InferInput("features", [1, 15], "FP32")
     bad.set_data_from_numpy(np.zeros((1, 15), np.float32), binary_data=False)
     try:

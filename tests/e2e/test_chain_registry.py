@@ -56,7 +56,7 @@ def test_model_registered_once(registry, mlp_package, tmp_path):
     assert info["rows_per_proof"] == mlp_package.batch_size and info["deprecated_at"] == 0
     again = registry.register_model(mlp_package, tmp_path)
     assert again["already_registered"] is True
-    call = registry.contract.functions.registerModel(to_bytes32(mlp_package.model_id), info["verifier"], 1, "dup")
+    call = registry.contract.functions.registerModel(to_bytes32(mlp_package.model_id), info["verifier"], 1, [], "dup")
     with pytest.raises(TxReverted, match="ModelAlreadyRegistered"):
         registry.chain.transact(call, registry.abi)
 
@@ -68,7 +68,7 @@ def test_roles_are_separate_and_admin_only(fresh_registry, mlp_package, tmp_path
     assert all(registry.has_role(role, deployer) for role in ROLES)  # local dev chain: one key, three roles
     outsider, as_outsider = as_(registry, OUTSIDER_KEY)
     third, as_third = as_(registry, THIRD_KEY)
-    for call in (as_outsider.functions.registerModel(os.urandom(32), registry.address, 1, "x"),
+    for call in (as_outsider.functions.registerModel(os.urandom(32), registry.address, 1, [], "x"),
                  as_outsider.functions.anchor(os.urandom(32), 1, [os.urandom(32)], [1]),
                  as_outsider.functions.grantRole(ROLES["anchorer"], outsider.address)):
         with pytest.raises(TxReverted, match="AccessControlUnauthorizedAccount"):
@@ -86,13 +86,13 @@ def test_roles_are_separate_and_admin_only(fresh_registry, mlp_package, tmp_path
     assert registry.anchor_info(root) | {"block_number": 0} == {"anchorer": outsider.address, "count": 2,
                                                                   "block_number": 0}
     with pytest.raises(TxReverted, match="AccessControlUnauthorizedAccount"):  # anchorer is not registrar
-        outsider.transact(as_outsider.functions.registerModel(os.urandom(32), registered["verifier"], 1, "x"),
+        outsider.transact(as_outsider.functions.registerModel(os.urandom(32), registered["verifier"], 1, [], "x"),
                           registry.abi)
     with pytest.raises(TxReverted, match="AccessControlUnauthorizedAccount"):  # registrar is not anchorer
         third.transact(as_third.functions.anchor(os.urandom(32), 1, [to_bytes32(mlp_package.model_id)], [1]),
                        registry.abi)
     third.transact(
-        as_third.functions.registerModel(os.urandom(32), registered["verifier"], 1, "by third"), registry.abi
+        as_third.functions.registerModel(os.urandom(32), registered["verifier"], 1, [], "by third"), registry.abi
     )
 
     # revoke and renounce, with events; the admin role follows ownership only
@@ -149,7 +149,7 @@ def test_deprecated_model_is_never_rebound(fresh_registry, mlp_package, mlp_proo
     with pytest.raises(TxReverted, match="DeprecatedModel"):
         registry.chain.transact(registry.anchor_call(keccak(b"late"), 1, [mlp_package.model_id], [1]), registry.abi)
     call = registry.contract.functions.registerModel(
-        to_bytes32(mlp_package.model_id), registered["verifier"], 1, "again"
+        to_bytes32(mlp_package.model_id), registered["verifier"], 1, [], "again"
     )
     with pytest.raises(TxReverted, match="ModelAlreadyRegistered"):
         registry.chain.transact(call, registry.abi)
@@ -163,7 +163,7 @@ def test_attest_under_another_model_reverts(registry, mlp_package, mlp_proofs):
     attest(registry, mlp_package.model_id, proof)
     twin = os.urandom(32)
     verifier = registry.model(mlp_package.model_id)["verifier"]
-    registry.chain.transact(registry.contract.functions.registerModel(twin, verifier, 1, "twin"), registry.abi)
+    registry.chain.transact(registry.contract.functions.registerModel(twin, verifier, 1, [], "twin"), registry.abi)
     with pytest.raises(TxReverted, match="ProofRecordedUnderOtherModel"):
         attest(registry, twin, proof)
     assert registry.attestation(proof.proof_hash)["model_id"] == mlp_package.model_id

@@ -72,6 +72,32 @@ def test_infer_sync_carries_a_proof_that_verifies_off_chain(base, mlp_package, t
     assert verify_in_subprocess(mlp_package.root, [proof_json], tmp_path) == [True]
 
 
+def test_binary_tensor_extension_in_and_out(base, mlp_package, tmp_path):
+    """Rows sent as raw FP32 bytes after the JSON; scores and the proof answered the same way."""
+    rows = np.random.default_rng(23).uniform(-1, 1, (1, 16)).astype(np.float32)
+    head = json.dumps({"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": rows.nbytes}}],
+                       "parameters": {"attest": "sync", "binary_data_output": True}}).encode()
+    answer = requests.post(f"{base}/v2/models/{MLP}/infer", data=head + rows.astype("<f4").tobytes(), timeout=300,
+                           headers={"Inference-Header-Content-Length": str(len(head)),
+                                    "Content-Type": "application/octet-stream"})
+    assert answer.status_code == 200, answer.text
+    split = int(answer.headers["Inference-Header-Content-Length"])
+    document, binary = json.loads(answer.content[:split]), answer.content[split:]
+    scores, proof = document["outputs"]
+    assert scores["name"] == "scores" and "data" not in scores and scores["parameters"]["binary_data_size"] == 8
+    np.testing.assert_allclose(np.frombuffer(binary[:8], "<f4").reshape(1, 2),
+                               ort_run(mlp_package.onnx_path, "features", rows), rtol=1e-6)
+    (length,) = np.frombuffer(binary[8:12], "<u4")  # a BYTES element: 4-byte length, then its bytes
+    assert proof["parameters"]["binary_data_size"] == 4 + length == len(binary) - 8
+    proof_json = binary[12:]
+    assert Proof.from_json(proof_json).proof_hash == document["parameters"]["proof_hash"]
+    assert verify_in_subprocess(mlp_package.root, [proof_json], tmp_path) == [True]
+    short = requests.post(f"{base}/v2/models/{MLP}/infer", data=head + rows.tobytes()[:-4], timeout=30,
+                          headers={"Inference-Header-Content-Length": str(len(head))})
+    assert short.status_code == 400 and "binary_data_size" in short.json()["error"]
+
+
 def test_infer_async_answers_at_once_then_the_proof_is_fetched(base, mlp_package):
     rows = np.random.default_rng(23).uniform(-1, 1, (1, 16)).astype(np.float32)
     document = requests.post(f"{base}/v2/models/{MLP}/infer", json=body(rows, "async"), timeout=30).json()
