@@ -90,25 +90,28 @@ class CompileOptions:
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class OnnxTensor:
+    """A graph input or output as the ONNX file declares it (the serving side's per-row view is
+    ``serve.app.models.TensorSpec``)."""
+
     name: str
     shape: list  # first dimension is the batch
     dtype: str
     dynamic_batch: str | None  # the ONNX dim_param naming the batch, if dynamic
 
 
-def _tensor_specs(values) -> list[TensorSpec]:
+def _tensor_specs(values) -> list[OnnxTensor]:
     specs = []
     for value in values:
         dims = value.type.tensor_type.shape.dim
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
         batch_param = dims[0].dim_param if dims and dims[0].dim_param else None
         shape = [d.dim_value if d.dim_value else d.dim_param for d in dims]
-        specs.append(TensorSpec(value.name, shape, dtype, batch_param))
+        specs.append(OnnxTensor(value.name, shape, dtype, batch_param))
     return specs
 
 
-def inspect_model(onnx_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def inspect_model(onnx_path: Path) -> tuple[list[OnnxTensor], list[OnnxTensor]]:
     try:
         model = onnx.load(str(onnx_path))
     except Exception as error:  # onnx raises several types for a bad file
@@ -118,7 +121,7 @@ def inspect_model(onnx_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return _tensor_specs(inputs), _tensor_specs(model.graph.output)
 
 
-def _load_calibration(path: Path | None, inputs: list[TensorSpec], batch: int,
+def _load_calibration(path: Path | None, inputs: list[OnnxTensor], batch: int,
                       explicit: dict[str, dom.InputRange] | None) -> tuple[list[np.ndarray], str]:
     """Calibration rows per input: .npy (one input) or .npz (by input name), else random
     (uniform inside an explicit domain, or in [-1, 1] when there is none)."""
@@ -156,7 +159,7 @@ def _whole_batches(rows: np.ndarray, batch: int) -> np.ndarray:
     return rows if wanted == len(rows) else np.resize(rows, (wanted, *rows.shape[1:]))
 
 
-def _row_shape(spec: TensorSpec) -> list[int]:
+def _row_shape(spec: OnnxTensor) -> list[int]:
     rest = spec.shape[1:]
     if any(not isinstance(d, int) for d in rest):
         raise CompileError(f"input {spec.name!r} has dynamic dimensions beyond the batch: {spec.shape}")
@@ -206,8 +209,8 @@ class ModelInputs:
     the input domain the circuit must hold."""
 
     path: Path
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[OnnxTensor]
+    outputs: list[OnnxTensor]
     calibration: list[np.ndarray]
     calibration_token: str  # sha256 of the calibration file, or "random"
     calibration_source: str
@@ -278,7 +281,7 @@ def upgrade_if_needed(path: Path) -> tuple[Path, dict | None]:
     return target, {"from": opset, "to": UPGRADE_OPSET, "reason": reason}
 
 
-def _explicit_domain(options: CompileOptions, inputs: list[TensorSpec]) -> dict[str, dom.InputRange] | None:
+def _explicit_domain(options: CompileOptions, inputs: list[OnnxTensor]) -> dict[str, dom.InputRange] | None:
     names = [spec.name for spec in inputs]
     if options.input_range is not None:
         low, high = options.input_range
@@ -402,7 +405,7 @@ def compile_model(
     return CircuitPackage.load(out)
 
 
-def _circuit_batch(inputs: list[TensorSpec], requested: int | None) -> int:
+def _circuit_batch(inputs: list[OnnxTensor], requested: int | None) -> int:
     """--batch, else the batch the model fixes (a model exported with a batch of N proves N
     rows per proof), else 1. A fixed batch other than --batch cannot be proven."""
     fixed = {
@@ -424,7 +427,7 @@ def _circuit_batch(inputs: list[TensorSpec], requested: int | None) -> int:
     return batch
 
 
-def _run_args(options: CompileOptions, inputs: list[TensorSpec]):
+def _run_args(options: CompileOptions, inputs: list[OnnxTensor]):
     run_args = ezkl.PyRunArgs()
     run_args.input_visibility = options.input_visibility
     run_args.output_visibility = options.output_visibility
@@ -440,7 +443,7 @@ def _run_args(options: CompileOptions, inputs: list[TensorSpec]):
     return run_args
 
 
-def _entry(spec: TensorSpec, batch: int, scale: int) -> dict:
+def _entry(spec: OnnxTensor, batch: int, scale: int) -> dict:
     return {"name": spec.name, "shape": [batch, *spec.shape[1:]], "dtype": spec.dtype, "scale": scale}
 
 

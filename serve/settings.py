@@ -51,7 +51,7 @@ class ProofBatching(StrEnum):
     SHARED = "shared"
 
 
-class Section(BaseModel):
+class SettingsSection(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -59,7 +59,7 @@ def _port(description: str, default: int, allow_zero: bool = False) -> Any:
     return Field(default, ge=0 if allow_zero else 1, le=65535, description=description)
 
 
-class ExposedSettings(Section):
+class ExposedSettings(SettingsSection):
     """Authentication, encryption and quotas of a port zkserve opens (serve.security)."""
 
     auth_enabled: bool = Field(False, description="Bearer API keys on every RPC but health; needed to bind "
@@ -72,6 +72,10 @@ class ExposedSettings(Section):
     requests_per_s: float = Field(0.0, ge=0, le=1e9, description="Requests per second per API key (anonymous "
                                                                  "callers share one); 0: no quota.")
     burst_s: float = Field(2.0, gt=0, le=3600, description="A key may burst requests_per_s x burst_s requests.")
+    max_streams: int = Field(128, ge=1, le=65536, description="Server streams (WatchProof, WatchAttestation) "
+                                                              "open at once; past it RESOURCE_EXHAUSTED.")
+    stream_max_s: float = Field(600.0, gt=0, le=86400, description="A server stream ends (DEADLINE_EXCEEDED) "
+                                                                   "after this long; the client watches again.")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ExposedSettings:
@@ -88,7 +92,7 @@ class IngressSettings(ExposedSettings):
     http_port: int = _port("Port of the KServe v2 REST (Open Inference Protocol over HTTP) endpoint, same host.", 8000)
 
 
-class ServingSettings(Section):
+class ServingSettings(SettingsSection):
     models: list[str] = Field(["demo-mlp", "demo-cnn"], min_length=1,
                               description="Served models: demo names or circuit package directories.")
     default_attest: AttestMode = Field(AttestMode.ASYNC, description="Attest mode of a request that names none.")
@@ -144,9 +148,6 @@ class VerifierSettings(ExposedSettings):
     max_queued_proofs: int = Field(100000, ge=0, le=10**9, description="Proofs waiting for the chain, all keys "
                                                                        "together; 0: no bound.")
     max_concurrent_rpcs: int = Field(32, ge=1, le=4096, description="Unary RPCs in flight (each holds a thread).")
-    max_streams: int = Field(128, ge=1, le=65536, description="WatchAttestation streams open at once.")
-    stream_max_s: float = Field(600.0, gt=0, le=86400, description="A WatchAttestation stream ends "
-                                                                   "(DEADLINE_EXCEEDED) after this long.")
     reconcile_interval_s: float = Field(30.0, gt=0, le=86400, description="How often the verifier checks its "
                                                                           "records against the chain.")
 
@@ -157,7 +158,7 @@ class VerifierSettings(ExposedSettings):
         return self
 
 
-class ChainSettings(Section):
+class ChainSettings(SettingsSection):
     rpc_url: str | None = Field(None, pattern=r"^(https?|wss?)://\S+$",
                                 description="JSON-RPC endpoint of the chain; null starts a local anvil.")
     chain_id: int = Field(31337, ge=1, description="Chain id the endpoint must report.")
@@ -175,7 +176,7 @@ class ChainSettings(Section):
         return self.rpc_url or f"http://{self.anvil_host}:{self.anvil_port}"
 
 
-class SrsSettings(Section):
+class SrsSettings(SettingsSection):
     trusted_sha256: list[str] = Field(
         [], description="sha256 of SRS files the operator checked against a public ceremony; any other --srs "
                         "file is an unverified, insecure SRS (circuits.srs).")
@@ -195,7 +196,7 @@ class SrsSettings(Section):
         return digests
 
 
-class Settings(Section):
+class Settings(SettingsSection):
     """The ``zkserve`` section, plus Ray Serve's own top-level keys in ``ray``."""
 
     state_dir: Path | None = Field(
@@ -241,9 +242,9 @@ class Settings(Section):
         return {**self.ray, "zkserve": self.zkserve_section()}
 
 
-SECTIONS: dict[str, type[Section]] = {
+SECTIONS: dict[str, type[SettingsSection]] = {
     name: field.annotation for name, field in Settings.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+    if isinstance(field.annotation, type) and issubclass(field.annotation, SettingsSection)
 }
 
 

@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import uuid
 from importlib import metadata
 
@@ -36,9 +37,11 @@ from serve.app.inference import BatchedModel
 from serve.app.models import ModelSpec
 from serve.app.proofs import ModelKey, ProofService
 from serve.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
+    ResourceExhausted,
     ServeError,
     code_name,
     grpc_code,
@@ -179,6 +182,8 @@ class Ingress:
         self.guard = Guard.from_settings(security["auth_enabled"], security["keys_file"],
                                          security["requests_per_s"], security["burst_s"])
         self.guard.check_store()
+        self.max_streams, self.stream_max_s = security["max_streams"], security["stream_max_s"]
+        self.open_streams = 0  # WatchProof streams now (one event loop: a plain counter is exact)
         cert, key = security["tls_cert_file"], security["tls_key_file"]
         credentials = tls.credentials_for(security, "ingress")
         self._grpc = await start_grpc_server(self, settings["host"], int(settings["port"]), self.limits.max_bytes,
@@ -342,14 +347,26 @@ class Ingress:
     @grpc_method(pb.ProofRecord)
     async def WatchProof(self, request, grpc_context):
         record = self.plane.proof(request.proof_id)
-        yield native.encode_record(record)
-        while not record.status.finished:
-            changed = await self.proofs.wait_change(record.proof_id, record.status)
-            if changed is None:
-                return
-            if changed.status is not record.status:
-                yield native.encode_record(changed)
-            record = changed
+        if self.open_streams >= self.max_streams:
+            raise ResourceExhausted(f"{self.open_streams} WatchProof streams are open, the limit "
+                                    f"(zkserve.ingress.max_streams); retry shortly or poll GetProof")
+        self.open_streams += 1
+        try:
+            deadline = time.monotonic() + self.stream_max_s
+            yield native.encode_record(record)
+            while not record.status.finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExceeded(f"WatchProof streams end after {self.stream_max_s:g} s "
+                                           f"(zkserve.ingress.stream_max_s); watch {record.proof_id} again")
+                changed = await self.proofs.wait_change(record.proof_id, record.status, timeout_s=min(10.0, left))
+                if changed is None:
+                    return
+                if changed.status is not record.status:
+                    yield native.encode_record(changed)
+                record = changed
+        finally:
+            self.open_streams -= 1
 
     @grpc_method(pb.ListModelsResponse)
     async def ListModels(self, request, grpc_context):
@@ -417,7 +434,14 @@ class Ingress:
             status, body = http_status(raised), {"error": message}
         metrics.requests().inc(tags={"protocol": "rest", "method": handler, "model": params.get("model", ""),
                                      "code": code_name(error)})
-        return body if isinstance(body, Response) else JSONResponse(body, status_code=status)
+        if isinstance(body, Response):
+            return body
+        headers = {}
+        if status == 401:  # RFC 6750: say which scheme the API expects
+            headers["WWW-Authenticate"] = 'Bearer realm="zkserve"'
+        elif status == 429 and self.guard.requests_per_s > 0:
+            headers["Retry-After"] = str(max(1, round(1 / self.guard.requests_per_s)))
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def rest_live(self, request) -> dict:
         return {"live": True}

@@ -77,7 +77,10 @@ MIGRATIONS = (
 
 
 @dataclass
-class ProofRecord:
+class OutboxRecord:
+    """The verifier's record of one submitted proof: its mode, chain status and batch (not the
+    serving app's ``serve.protocol.types.ProofRecord``, which is a request's proof)."""
+
     proof_hash: str
     model_id: str
     mode: str
@@ -173,7 +176,7 @@ class Outbox:
     # ---- Submit ----
 
     def add(self, proof_hash: str, model_id: str, mode: str, instances_hash: str, leaf: str,
-            proof: bytes | None = None, instances: list[int] | None = None, rows: int = 1) -> tuple[ProofRecord, bool]:
+            proof: bytes | None = None, instances: list[int] | None = None, rows: int = 1) -> tuple[OutboxRecord, bool]:
         """Queues a verified proof; returns (record, newly_added). A known hash is left as it is.
         ``rows``: the rows the proof proves (from its instances), counted on chain as usage."""
         with self._transaction() as db:
@@ -197,7 +200,7 @@ class Outbox:
 
     # ---- lookups ----
 
-    def get(self, proof_hash: str) -> ProofRecord | None:
+    def get(self, proof_hash: str) -> OutboxRecord | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT p.*, b.root AS b_root, b.size AS b_size, b.tx_hash AS b_tx, b.block_number AS b_block,"
@@ -212,7 +215,7 @@ class Outbox:
         last_error = row["b_error"]
         if row["status"] == PENDING and not last_error:
             last_error = self._head_of_line_error()
-        return ProofRecord(
+        return OutboxRecord(
             proof_hash=row["proof_hash"],
             model_id=row["model_id"],
             mode=row["mode"],

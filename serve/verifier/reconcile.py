@@ -26,7 +26,7 @@ from pathlib import Path
 
 from serve.chain.client import ChainClient, ChainError, ChainUnavailable
 from serve.chain.registry import Registry
-from serve.verifier.outbox import ANCHOR, ANCHORED, ATTESTED, PENDING, Batch, Outbox, ProofRecord
+from serve.verifier.outbox import ANCHOR, ANCHORED, ATTESTED, PENDING, Batch, Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class ChainTruth:
         self._registry = registry
         self.reconciler = reconciler
 
-    def check(self, record: ProofRecord) -> ProofRecord:
+    def check(self, record: OutboxRecord) -> OutboxRecord:
         if record.status not in (ANCHORED, ATTESTED):
             return record
         registry = self._registry()

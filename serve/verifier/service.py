@@ -38,7 +38,7 @@ from serve.security import QueuedProofs, current_principal, redact, require
 from serve.verifier.documents import check_raw_size, parse_proof
 from serve.verifier.metrics import VerifierMetrics
 from serve.verifier.models import AmbiguousModel, ModelCatalog, UnknownModel, check_proof
-from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, ProofRecord
+from serve.verifier.outbox import ANCHOR, ONCHAIN, Outbox, OutboxRecord
 from serve.verifier.reconcile import ChainTruth
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         leaf = leaf_of(bytes.fromhex(package.model_id[2:]), bytes.fromhex(proof.proof_hash[2:]), digest)
         return package, proof, verdict, "0x" + digest.hex(), "0x" + leaf.hex()
 
-    def _record(self, record: ProofRecord) -> pb.AttestationRecord:
+    def _record(self, record: OutboxRecord) -> pb.AttestationRecord:
         if self.truth is not None:
             record = self.truth.check(record)
         registry = self.registry.resolved
@@ -228,7 +228,7 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
         except LookupError:
             return True
 
-    def _lookup(self, proof_hash: str) -> ProofRecord:
+    def _lookup(self, proof_hash: str) -> OutboxRecord:
         if not HASH_RE.match(proof_hash or ""):
             raise InvalidArgument(f"proof_hash {proof_hash[:80]!r} must be 0x + 64 hex digits")
         record = self.outbox.get(proof_hash.lower())
