@@ -49,6 +49,10 @@ class Stopping(Exception):
     """SIGTERM or SIGINT arrived while `up` was still starting."""
 
 
+class VerifierExited(Exception):
+    """The verifier service `up` started is gone."""
+
+
 def ingress_port_claims(settings: Settings) -> list:
     from serve.lifecycle import PortClaim
 
@@ -124,13 +128,16 @@ def up_command(
         starting = False
         _announce(settings, verifier)
         while not stop.wait(1.0):
-            pass
+            if verifier is not None and verifier.process.poll() is not None:
+                # attested answers would pile up unsubmitted: stop loudly rather than serve half a stack
+                raise VerifierExited(f"the verifier service exited with {verifier.process.returncode}; "
+                                     f"see {verifier.log_path}. zkserve stopped")
     except Stopping:
         pass
     except PortInUse as error:  # raced: taken between the check and the bind
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
-    except (InsecureSrsRefused, RuntimeError) as error:  # e.g. the verifier service did not start
+    except (InsecureSrsRefused, RuntimeError, VerifierExited) as error:  # e.g. the verifier did not start
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     finally:
