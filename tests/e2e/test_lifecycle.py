@@ -163,3 +163,17 @@ def test_sigkill_of_up_leaves_no_verifier_or_chain_listening_after_5s(make_up):
     elapsed = wait_until(lambda: not listening("127.0.0.1", verifier) and not listening("127.0.0.1", chain),
                          timeout_s=5)
     print(f"verifier and chain ports free {elapsed:.2f} s after SIGKILL of `up`")
+
+
+def test_up_stops_loudly_when_its_verifier_dies(make_up):
+    """A stack whose verifier is gone would answer attested requests whose proofs reach no chain:
+    `up` stops with exit 1 and names the verifier's log instead of serving half a stack."""
+    up = make_up().start()
+    service = next(p for p in up.leftovers()
+                   if "serve.verifier" in " ".join(p.cmdline()) and p.ppid() == up.process.pid)
+    service.kill()
+    wait_until(lambda: up.process.poll() is not None, timeout_s=20)
+    out = up.output()
+    assert up.process.returncode == 1, out[-3000:]
+    assert "the verifier service exited" in out and "verifier.log" in out, out[-3000:]
+    assert not listening("127.0.0.1", up.port("INGRESS_PORT"))
