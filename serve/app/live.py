@@ -91,6 +91,12 @@ def connect(settings: Settings) -> None:
 
         os.environ["RAY_AUTH_MODE"] = auth_mode
         Config.initialize("")
+    from serve.security import is_loopback, keep_ray_on_loopback
+
+    if is_loopback(address.rpartition(":")[0]):
+        # `up`'s own cluster lives on 127.0.0.1 (keep_ray_on_loopback): this driver must say it is
+        # on that node too, or it looks for a raylet at the machine's outward address
+        keep_ray_on_loopback()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  ignore_reinit_error=True)
