@@ -11,19 +11,15 @@ Processes are stopped by pid (never `ray stop`: other Ray clusters run on this m
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import grpc
 import numpy as np
-import psutil
 import pytest
 from inference import grpc_service_pb2_grpc as oip_grpc
 
@@ -31,13 +27,12 @@ from circuits import Proof
 from serve.client import output_array, proof_bytes
 from serve.ports import free_port
 from tests.conftest import REPO, copy_package, run_cli
+from tests.e2e.ray_nodes import LocalCluster, resource
 from tests.e2e.serving_fixtures import serving_config, wait_until_ready
 from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
 
 pytestmark = pytest.mark.e2e
-NODE2 = "zk_node2"  # custom resource only the second raylet offers
-HEAD = "zk_head"
-RAY = str(Path(sys.executable).parent / "ray")
+NODE2, HEAD = resource("node2"), resource("head")  # custom resources only that raylet offers
 
 # The app's driver: builds the app (which puts each package in the object store), hides the
 # head's package directory, then deploys; it serves until its stdin closes.
@@ -83,69 +78,10 @@ SCORE_DRIVER = textwrap.dedent("""
 """)
 
 
-class TwoNodes:
-    """`ray start --head` plus a second `ray start --address`, each with its own temp dir."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.temp = {name: Path(tempfile.mkdtemp(prefix=f"zk2n-{name}-", dir="/tmp")) for name in ("head", "node2")}
-        self.cache = {name: work / f"cache-{name}" for name in ("head", "node2")}
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        # for the nodes and their drivers: a loopback test cluster, no token (Ray would turn token
-        # auth on for a head that finds a user's token, and then refuse the second raylet)
-        self.client_env = {**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "disabled"}
-
-    def _start(self, name: str, *args: str) -> None:
-        env = {**self.client_env, "ZKSERVE_PACKAGE_CACHE": str(self.cache[name]), "RAY_ADDRESS": ""}
-        if name == "node2":  # nothing on the second node may fall back to the head's state dir
-            env["ZKSERVE_HOME"] = str(self.work / "node2-home")
-        ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                 "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
-        command = [RAY, "start", "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.temp[name]),
-                   "--disable-usage-stats", "--num-cpus", "2", *args]
-        for option in ports:
-            command += [option, str(free_port())]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-    def start(self) -> None:
-        self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false",
-                    "--ray-client-server-port", str(free_port()), "--resources", json.dumps({HEAD: 4}))
-        self._start("node2", "--address", self.address, "--resources", json.dumps({NODE2: 4}))
-
-    def processes(self) -> list[psutil.Process]:
-        """Every process of this cluster: its daemons (named by their temp dir) and their children."""
-        roots = []
-        for process in psutil.process_iter(["cmdline", "uids"]):
-            cmdline = " ".join(process.info["cmdline"] or ())
-            if any(str(temp) in cmdline for temp in self.temp.values()):
-                roots.append(process)
-        found = {p.pid: p for p in roots}
-        for root in roots:
-            try:
-                found.update({child.pid: child for child in root.children(recursive=True)})
-            except psutil.NoSuchProcess:
-                pass
-        return list(found.values())
-
-    def stop(self) -> None:
-        processes = self.processes()
-        for process in processes:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(processes, timeout=30)
-        for temp in self.temp.values():
-            shutil.rmtree(temp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    nodes = TwoNodes(tmp_path_factory.mktemp("two-nodes"))
+    nodes = LocalCluster(tmp_path_factory.mktemp("two-nodes"), {"head": 2, "node2": 2}).start()
     try:
-        nodes.start()
         yield nodes
     finally:
         nodes.stop()
