@@ -107,13 +107,13 @@ class PackageRef:
     def load(self) -> CircuitPackage:
         """The package from this node's cache, fetched from the object store when not there yet;
         checked against the manifest once per process."""
-        import ray
-
         key = (str(cache_dir()), self.model_id)
         known = self._loaded.get(key)
         if known is not None and (known.root / MANIFEST).is_file():
             return known
         cached = _load(cache_dir() / self.model_id.removeprefix("0x"), self.model_id)
-        package = cached or materialize(self.model_id, ray.get(self.packed))
+        # .future().result() rather than ray.get: a Serve replica is an asyncio actor, where ray.get
+        # logs a warning; blocking is right here (once per process, before it takes any work)
+        package = cached or materialize(self.model_id, self.packed.future().result())
         self._loaded[key] = package
         return package

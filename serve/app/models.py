@@ -75,7 +75,8 @@ class ModelSpec:
     def load_package(self) -> CircuitPackage:
         """The package from this node's cache (materialised from the object store on first use)."""
         if self.package is None:
-            raise PackageError(f"model {self.name} ({self.model_id}) was not published to the object store")
+            raise PackageError(f"model {self.name} ({self.model_id}) was not put in the object store: build the app "
+                               "with Ray initialised (serve.app.start or app_builder)")
         return self.package.load()
 
     @property
@@ -100,7 +101,12 @@ def resolve_packages(entries: list[str]) -> dict[str, CircuitPackage]:
 
 
 def resolve_models(entries: list[str]) -> dict[str, ModelSpec]:
-    """The served models' specs, each package put in the object store once (Ray must be up).
-    The object is owned by this process and lives as long as it does: the builder of the app."""
-    return {name: ModelSpec.from_package(package, PackageRef.publish(package))
+    """The served models' specs, each package put in the object store once when Ray is up (as in
+    ``start`` and ``app_builder``). The object is owned by this process and lives as long as it
+    does: the builder of the app. Without Ray (building the app only to inspect it) the specs
+    carry no package, and a replica made from them refuses to start, saying so."""
+    import ray
+
+    publish = PackageRef.publish if ray.is_initialized() else (lambda package: None)
+    return {name: ModelSpec.from_package(package, publish(package))
             for name, package in resolve_packages(entries).items()}

@@ -35,11 +35,10 @@ class LocalCluster:
         # short paths: Ray's unix sockets live under the temp dir (108-byte limit)
         self.temp = {name: Path(tempfile.mkdtemp(prefix=f"zk-{name}-", dir="/tmp")) for name in cpus}
         self.cache = {name: work / f"cache-{name}" for name in cpus}
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.port, self.address = 0, ""
         # for the nodes and their drivers: a loopback test cluster without a token (Ray turns token
         # auth on for a head that finds a user's token, and then refuses the other raylets)
-        self.client_env = {**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "disabled"}
+        self.client_env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
     def _start(self, name: str, *args: str) -> None:
         env = {**self.client_env, "RAY_ADDRESS": "", "ZKSERVE_PACKAGE_CACHE": str(self.cache[name]),
@@ -54,22 +53,41 @@ class LocalCluster:
         if done.returncode != 0:
             raise RuntimeError(f"ray start of node {name} failed: {done.stdout[-3000:]}{done.stderr[-3000:]}")
 
-    def start(self) -> LocalCluster:
+    def start(self, attempts: int = 3) -> LocalCluster:
+        """Each node, retried with fresh ports: `ray start` gives a raylet 30 s to register, which a
+        loaded machine sometimes misses."""
         head, *others = self.cpus
         try:
-            self._start(head, "--head", "--port", str(self.port), "--include-dashboard", "false",
-                        "--ray-client-server-port", str(free_port()))
-            for name in others:
-                self._start(name, "--address", self.address)
+            for name in self.cpus:
+                for attempt in range(attempts):
+                    try:
+                        if name == head:
+                            self._set_port(free_port())
+                            self._start(head, "--head", "--port", str(self.port), "--include-dashboard", "false",
+                                        "--ray-client-server-port", str(free_port()))
+                        else:
+                            self._start(name, "--address", self.address)
+                        break
+                    except RuntimeError:
+                        self._kill(self.processes([name]))
+                        if attempt == attempts - 1:
+                            raise
         except BaseException:
             self.stop()
             raise
         return self
 
-    def processes(self) -> list[psutil.Process]:
-        """This cluster's daemons (their command lines name its temp dirs) and all their children."""
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.client_env["RAY_ADDRESS"] = self.address
+
+    def processes(self, nodes: list[str] | None = None) -> list[psutil.Process]:
+        """The daemons of these nodes (default: all; their command lines name the node's temp dir)
+        and all their children."""
+        temps = [str(self.temp[name]) for name in nodes or self.temp]
         roots = [p for p in psutil.process_iter(["cmdline"])
-                 if any(str(temp) in " ".join(p.info["cmdline"] or ()) for temp in self.temp.values())]
+                 if any(temp in " ".join(p.info["cmdline"] or ()) for temp in temps)]
         found = {p.pid: p for p in roots}
         for root in roots:
             try:
@@ -78,13 +96,16 @@ class LocalCluster:
                 pass
         return list(found.values())
 
-    def stop(self) -> None:
-        processes = self.processes()
+    @staticmethod
+    def _kill(processes: list[psutil.Process]) -> None:
         for process in processes:
             try:
                 process.kill()
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(processes, timeout=30)
+
+    def stop(self) -> None:
+        self._kill(self.processes())
         for temp in self.temp.values():
             shutil.rmtree(temp, ignore_errors=True)
