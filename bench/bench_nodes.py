@@ -80,6 +80,7 @@ def main() -> None:
     rows = np.load(demo_files(MODEL)[1]).astype(np.float32)
     cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="zkserve-bench-nodes-")), {node: 1 for node in NODES})
     os.environ.update(RAY_AUTH_MODE=cluster.client_env["RAY_AUTH_MODE"])
+    load_before = os.getloadavg()[0]
     cluster.start()
     try:
         import ray
@@ -97,6 +98,7 @@ def main() -> None:
         case["verified"] = all(verify_proof(package, Proof.from_json(text)) for text in case.pop("proofs_json"))
     save("nodes", {
         "model": MODEL, "model_id": package.model_id, "provers": args.provers, "cases": cases,
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "speedup_two_nodes": round(cases["two_nodes"]["proofs_per_s"] / cases["one_node"]["proofs_per_s"], 2),
         "note": (f"one machine with {os.cpu_count()} cores, shared with other work while this ran; the two 'nodes' "
                  "are two raylets on it (own temp dir, package cache, custom resource), each simulating a node "
