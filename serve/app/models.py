@@ -56,6 +56,14 @@ class ModelSpec:
 
     @classmethod
     def from_package(cls, package: CircuitPackage, source: PackageRef | None = None) -> ModelSpec:
+        """``source``: the package in the object store; by default put there now when Ray is up (the
+        object is owned by this process). Without Ray (building the app only to inspect it) the spec
+        carries no package, and a replica made from it refuses to start, saying so."""
+        import ray
+
+        if source is None and ray.is_initialized():
+            source = PackageRef.publish(package)
+
         def specs(entries: list[dict]) -> tuple[TensorSpec, ...]:
             return tuple(TensorSpec(e["name"], tuple(int(d) for d in e["shape"][1:]), str(e["dtype"])) for e in entries)
 
@@ -102,11 +110,5 @@ def resolve_packages(entries: list[str]) -> dict[str, CircuitPackage]:
 
 def resolve_models(entries: list[str]) -> dict[str, ModelSpec]:
     """The served models' specs, each package put in the object store once when Ray is up (as in
-    ``start`` and ``app_builder``). The object is owned by this process and lives as long as it
-    does: the builder of the app. Without Ray (building the app only to inspect it) the specs
-    carry no package, and a replica made from them refuses to start, saying so."""
-    import ray
-
-    publish = PackageRef.publish if ray.is_initialized() else (lambda package: None)
-    return {name: ModelSpec.from_package(package, publish(package))
-            for name, package in resolve_packages(entries).items()}
+    ``start`` and ``app_builder``): owned by this process, the builder of the app."""
+    return {name: ModelSpec.from_package(package) for name, package in resolve_packages(entries).items()}
