@@ -84,11 +84,19 @@ def _load(target: Path, model_id: str) -> CircuitPackage | None:
 
 
 class PackageRef:
-    """A package put once into the Ray object store; any actor on any node calls `.load()`."""
+    """A package put once into the Ray object store; any actor on any node calls `.load()`.
+
+    The object is owned by the process that published it (the driver, the app's builder) and
+    lives as long as that process does."""
+
+    _loaded: dict[tuple[str, str], CircuitPackage] = {}  # per process: (cache dir, model_id) -> checked package
 
     def __init__(self, model_id: str, packed_ref):
         self.model_id = model_id
         self.packed = packed_ref  # ray.ObjectRef of pack_package's bytes
+
+    def __repr__(self) -> str:
+        return f"PackageRef({self.model_id})"
 
     @classmethod
     def publish(cls, package: CircuitPackage) -> PackageRef:
@@ -97,7 +105,15 @@ class PackageRef:
         return cls(package.model_id, ray.put(pack_package(package)))
 
     def load(self) -> CircuitPackage:
-        import ray
-
+        """The package from this node's cache, fetched from the object store when not there yet;
+        checked against the manifest once per process."""
+        key = (str(cache_dir()), self.model_id)
+        known = self._loaded.get(key)
+        if known is not None and (known.root / MANIFEST).is_file():
+            return known
         cached = _load(cache_dir() / self.model_id.removeprefix("0x"), self.model_id)
-        return cached or materialize(self.model_id, ray.get(self.packed))
+        # .future().result() rather than ray.get: a Serve replica is an asyncio actor, where ray.get
+        # logs a warning; blocking is right here (once per process, before it takes any work)
+        package = cached or materialize(self.model_id, self.packed.future().result())
+        self._loaded[key] = package
+        return package

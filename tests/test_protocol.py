@@ -332,7 +332,7 @@ def test_rest_binary_header_is_checked():
 
 
 # --- validation against the model -------------------------------------------------------------
-SPEC = ModelSpec(name="m", package_root="/nowhere", model_id="0x1", inputs=(TensorSpec("x", (4,), "float32"),),
+SPEC = ModelSpec(name="m", model_id="0x1", inputs=(TensorSpec("x", (4,), "float32"),),
                  outputs=(TensorSpec("y", (2,), "float32"),), circuit_batch_size=1, tolerance=0.1, visibility={},
                  insecure_srs=True,
                  input_domain=InputDomain("m", {"x": InputRange(np.full(4, -1.0), np.full(4, 1.0), "explicit", 0.0)}))

@@ -69,7 +69,10 @@ def _predictor_options(serving: dict, spec: ModelSpec, env: dict[str, str]) -> d
 
 
 def _apply_overrides(deployment, options: dict, overrides: dict[str, dict]):
-    merged = options | overrides.get(options["name"], {})
+    override = overrides.get(options["name"], {})
+    merged = options | override
+    if "ray_actor_options" in override:  # e.g. {resources: ...}: keeps our CPU share and runtime env
+        merged["ray_actor_options"] = options.get("ray_actor_options", {}) | override["ray_actor_options"]
     return deployment.options(**merged)
 
 

@@ -58,7 +58,7 @@ class Prover:
         run_when_idle()
         pin_to_cores(prover_cores)
         self.spec = spec
-        self.package = spec.load_package()  # checks integrity once per replica
+        self.package = spec.load_package()  # from this node's cache (object store on first use), checked
         self.prover = CircuitProver(self.package)
         self.shared = proof_batching == "shared" and spec.circuit_batch_size > 1
         self._one_at_a_time = asyncio.Lock()

@@ -17,6 +17,19 @@ def _verifier_address() -> str:
     return f"{verifier['host']}:{verifier['port']}"
 
 
+def _resources(entries: list[str]) -> dict[str, float]:
+    resources = {}
+    for entry in entries:
+        name, _, amount = entry.partition("=")
+        try:
+            resources[name.strip()] = float(amount)
+        except ValueError:
+            raise typer.BadParameter(f"--prover-resource takes NAME=AMOUNT, not {entry!r}") from None
+        if not name.strip() or resources[name.strip()] <= 0:
+            raise typer.BadParameter(f"--prover-resource takes NAME=AMOUNT with AMOUNT > 0, not {entry!r}")
+    return resources
+
+
 def score_command(
     model: str = typer.Argument(..., help="demo model name (demo-mlp, demo-cnn) or a circuit package directory"),
     input: Path = typer.Option(..., "--input", "-i", help="rows to score: .npy, .csv or .parquet"),
@@ -32,6 +45,10 @@ def score_command(
     submit_timeout: float = typer.Option(120.0, help="seconds to wait for attestations to become final"),
     provers: int | None = typer.Option(None, min=1, help="prover actors (default: cluster CPUs / --prover-threads)"),
     prover_threads: int | None = typer.Option(None, min=1, help="RAYON_NUM_THREADS of each prover (default 1)"),
+    prover_resource: list[str] = typer.Option(
+        [], "--prover-resource", help="NAME=AMOUNT of a Ray custom resource each prover needs, e.g. to place "
+        "provers on the nodes that offer it (repeatable)"
+    ),
     chunk_rows: int = typer.Option(256, min=1, help="rows per committed chunk file"),
     sample: float | None = typer.Option(
         None,
@@ -64,6 +81,7 @@ def score_command(
         submit_timeout_s=submit_timeout,
         provers=provers,
         prover_threads=prover_threads,
+        prover_resources=_resources(prover_resource),
         chunk_rows=chunk_rows,
         progress=progress,
         sample=sample,

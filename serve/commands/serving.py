@@ -194,10 +194,10 @@ def _start_verifier(settings: Settings, insecure_no_auth: bool = False):
     if not settings.verifier.enabled:
         return None
     # before the app, so the provers' first submissions find it listening
-    from serve.app.models import resolve_models
+    from serve.app.models import resolve_packages
     from serve.stack import start_attestation
 
-    packages = [spec.load_package() for spec in resolve_models(list(settings.serving.models)).values()]
+    packages = list(resolve_packages(list(settings.serving.models)).values())
     return start_attestation(settings, packages, insecure_no_auth)
 
 

@@ -50,6 +50,7 @@ class ScoreOptions:
     sample: float | None = None  # prove this fraction of the rows, drawn after committing to all of them
     seed: str = "0"  # stated seed of a chain-less sampled job (mixed with the root)
     inferencers: int = 1  # inference actors of a sampled job
+    prover_resources: dict[str, float] = field(default_factory=dict)  # Ray custom resources each prover needs
 
 
 @dataclass
@@ -219,7 +220,7 @@ def run_pipeline(package, job_id: str, pending: list[PlannedBatch], options: Sco
     dataset = dataset.map_batches(
         ProvingStage, fn_constructor_args=(source, job_id, options.attest), batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=pool.provers, max_tasks_in_flight_per_actor=2),
-        num_cpus=pool.threads, runtime_env=pool.runtime_env)
+        num_cpus=pool.threads, runtime_env=pool.runtime_env, resources=options.prover_resources or None)
     try:
         for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for raw in block["result"]:
