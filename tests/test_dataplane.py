@@ -14,7 +14,7 @@ from serve import errors
 from serve.app.dataplane import DataPlane
 from serve.app.models import ModelSpec, TensorSpec
 from serve.app.proofs import ProofService
-from serve.app.prover import Prover
+from serve.app.prover import ProverDeployment
 from serve.app.store import ProofFiles, ProofJob
 from serve.protocol.types import AttestMode, InferRequest, ProofStatus, Tensor
 
@@ -83,7 +83,7 @@ def test_records_and_jobs_survive_for_a_restarted_owner(tmp_path):
 
 def test_a_proof_of_other_outputs_than_onnx_runtimes_is_failed_with_the_reason():
     """The Prover's check alone (no EZKL): proven outputs 0.5 away from ORT's, tolerance 0.1."""
-    prover = object.__new__(Prover.func_or_class)
+    prover = object.__new__(ProverDeployment.func_or_class)
     prover.spec = SPEC
     job = ProofJob("p1", "m", {"x": np.zeros((1, 4), np.float32)}, {"y": np.array([[1.0, 2.0]], np.float32)})
     proof = SimpleNamespace(proof_hash="0xab")

@@ -22,7 +22,7 @@ from serve.app.direct import serve_env
 from serve.app.ingress import Ingress
 from serve.app.models import ModelSpec, resolve_models
 from serve.app.predictor import Predictor
-from serve.app.prover import Prover
+from serve.app.prover import ProverDeployment
 from serve.protocol.types import AttestMode
 
 APP_NAME = "zkserve"
@@ -126,7 +126,7 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
 
 def bound_prover(zkserve: dict, spec: ModelSpec, overrides: dict[str, dict] | None = None):
     serving = zkserve["serving"]
-    return _apply_overrides(Prover, _prover_options(serving, spec, _env(zkserve)), overrides or {}).bind(
+    return _apply_overrides(ProverDeployment, _prover_options(serving, spec, _env(zkserve)), overrides or {}).bind(
         spec, serving["proof_batching"], float(serving.get("proof_batch_wait_timeout_s", 0.05)),
         serving.get("prover_cores"))
 

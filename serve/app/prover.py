@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray import serve
 
-from circuits import InputError, decode_outputs
-from circuits import Prover as CircuitProver
+from circuits import InputError, Prover, decode_outputs
 from serve.app import metrics
 from serve.app.cpu import pin_to_cores, run_when_idle
 from serve.app.direct import keep_replica_servers_local
@@ -51,7 +50,7 @@ def outputs_agree(proven: np.ndarray, computed: np.ndarray, tolerance: float) ->
 
 
 @serve.deployment(max_ongoing_requests=2)
-class Prover:
+class ProverDeployment:
     def __init__(self, spec: ModelSpec, proof_batching: str = "per_request", batch_wait_timeout_s: float = 0.05,
                  prover_cores: int | None = None):
         keep_replica_servers_local()
@@ -59,7 +58,7 @@ class Prover:
         pin_to_cores(prover_cores)
         self.spec = spec
         self.package = spec.load_package()  # from this node's cache (object store on first use), checked
-        self.prover = CircuitProver(self.package)
+        self.prover = Prover(self.package)
         self.shared = proof_batching == "shared" and spec.circuit_batch_size > 1
         self._one_at_a_time = asyncio.Lock()
         self._prove_shared.set_max_batch_size(spec.circuit_batch_size)
