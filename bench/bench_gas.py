@@ -22,9 +22,9 @@ from circuits import Prover  # noqa: E402
 from circuits.demo import demo_files, ensure_demo_packages  # noqa: E402
 from circuits.solidity import solc_version  # noqa: E402
 from serve.chain.anvil import AnvilProcess, anvil_binary  # noqa: E402
-from serve.chain.client import ChainClient  # noqa: E402
 from serve.chain.keys import ANVIL_DEV_KEY  # noqa: E402
 from serve.chain.registry import Registry, to_bytes32  # noqa: E402
+from serve.chain.rpc import ChainClient  # noqa: E402
 from serve.merkle import MerkleTree, instances_hash, leaf_of  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 

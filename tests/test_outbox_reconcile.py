@@ -112,7 +112,7 @@ def test_insecure_srs_refusal(insecure, chain_id, local, allow, refused):
 
 
 def test_a_failed_reconciliation_is_retried_soon_not_on_every_step(tmp_path):
-    from serve.chain.client import ChainUnavailable
+    from serve.chain.rpc import ChainUnavailable
     from serve.verifier.reconcile import RETRY_S, Reconciler
 
     def down():

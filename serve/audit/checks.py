@@ -17,8 +17,8 @@ from circuits import CircuitPackage, PackageError, Proof, decode_inputs, decode_
 from circuits.instances import _instance_layout
 from serve.audit.report import FAILED, UNCHECKED, UNPROVEN, VERIFIED, WARNING, Fact, Table
 from serve.audit.sources import ChainView, RecordLookup, now_iso
-from serve.chain.client import ChainError
 from serve.chain.registry import hex32
+from serve.chain.rpc import ChainError
 from serve.merkle import instances_hash, leaf_of, verify_path
 from serve.verifier.models import check_proof
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from eth_account import Account
 
 from circuits import CircuitPackage, PackageError, Proof
-from serve.chain.client import ChainClient, ChainError
 from serve.chain.contracts import project_contract
 from serve.chain.deployments import Deployments
 from serve.chain.registry import REGISTRY, Registry
+from serve.chain.rpc import ChainClient, ChainError
 
 MAX_PROOF_FILE_BYTES = 8 * 1024 * 1024  # the verifier service's own limit on a proof document
 MAX_RECORDS_SCANNED = 100_000  # proof store records read when looking for a proof's timing

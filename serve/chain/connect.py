@@ -11,8 +11,8 @@ from eth_account import Account
 
 from circuits.paths import StatePaths
 from serve.chain.anvil import AnvilProcess, rpc_chain_id
-from serve.chain.client import ChainClient, ChainError
 from serve.chain.keys import SigningKeyError, load_signer
+from serve.chain.rpc import ChainClient, ChainError
 from serve.security.redact import redact_url, register_secret_url
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from eth_utils import keccak, to_checksum_address
 
-from serve.chain.client import ChainClient, TxReverted
 from serve.chain.contracts import project_contract
 from serve.chain.deployments import Deployments
+from serve.chain.rpc import ChainClient, TxReverted
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import grpc
 import typer
 
 from circuits import CircuitPackage, PackageError, Proof
-from serve.chain.client import ChainError
 from serve.chain.keys import SigningKeyError
 from serve.chain.registry import InsecureSrsRefused, Registry, to_bytes32
+from serve.chain.rpc import ChainError
 from serve.commands.progress import console
 from serve.config import ConfigError, load_config
 from serve.merkle import instances_hash

@@ -43,7 +43,7 @@ def demo_command(
     from serve.app import start
     from serve.chain.connect import connect
     from serve.chain.registry import Registry
-    from serve.client import Prediction, infer_request
+    from serve.oip_client import Prediction, infer_request
     from serve.stack import start_attestation
     from serve.verifier.client import VerifierClient, status_name
 

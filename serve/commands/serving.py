@@ -307,7 +307,7 @@ def predict_command(
     from inference import grpc_service_pb2 as oip
     from inference import grpc_service_pb2_grpc as oip_grpc
 
-    from serve.client import Prediction, infer_request
+    from serve.oip_client import Prediction, infer_request
 
     if attest is not None and attest not in ("none", "async", "sync"):
         raise typer.BadParameter("--attest must be none, async or sync")

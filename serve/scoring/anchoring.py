@@ -17,11 +17,11 @@ class AnchorError(RuntimeError):
 
 
 def anchor_root(root: bytes, count: int, model_id: str) -> dict:
-    from serve.chain.client import ChainError
     from serve.chain.connect import connect
     from serve.chain.contracts import project_contract
     from serve.chain.deployments import Deployments
     from serve.chain.registry import REGISTRY, Registry, hex32
+    from serve.chain.rpc import ChainError
     from serve.config import load_config
 
     zk = load_config()["zkserve"]

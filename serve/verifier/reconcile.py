@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from serve.chain.client import ChainClient, ChainError, ChainUnavailable
 from serve.chain.registry import Registry
+from serve.chain.rpc import ChainClient, ChainError, ChainUnavailable
 from serve.verifier.outbox import ANCHOR, ANCHORED, ATTESTED, PENDING, Batch, Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)

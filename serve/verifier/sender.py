@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from serve.chain.client import ChainClient, ChainError, ChainUnavailable, NonceTooLow, SignedTx, TxReverted
 from serve.chain.registry import Registry
+from serve.chain.rpc import ChainClient, ChainError, ChainUnavailable, NonceTooLow, SignedTx, TxReverted
 from serve.verifier.outbox import ANCHOR, Batch, Outbox
 from serve.verifier.reconcile import Reconciler
 

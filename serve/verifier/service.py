@@ -21,8 +21,8 @@ from zkserve.v1 import verifier_pb2 as pb
 from zkserve.v1 import verifier_pb2_grpc
 
 from circuits import Proof, proven_rows
-from serve.chain.client import ChainError, ChainUnavailable
 from serve.chain.registry import Registry
+from serve.chain.rpc import ChainError, ChainUnavailable
 from serve.errors import (
     DeadlineExceeded,
     FailedPrecondition,

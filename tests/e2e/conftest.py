@@ -15,9 +15,9 @@ import pytest
 from eth_account import Account
 
 from serve.chain.anvil import AnvilProcess
-from serve.chain.client import ChainClient
 from serve.chain.keys import ANVIL_DEV_KEY
 from serve.chain.registry import Registry
+from serve.chain.rpc import ChainClient
 from serve.ports import free_port
 from serve.verifier.client import VerifierClient
 from tests.e2e.serving_fixtures import serving_app  # noqa: F401 - a session fixture shared by the serving tests

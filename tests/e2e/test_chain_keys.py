@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serve.chain.client import ChainClient
 from serve.chain.keys import ANVIL_DEV_KEY, KEY_ENV, SigningKeyError, load_signer
+from serve.chain.rpc import ChainClient
 from tests.e2e.conftest import OUTSIDER_KEY
 
 REMOTE = {"rpc_url": "http://node.example:8545", "private_key_file": None}

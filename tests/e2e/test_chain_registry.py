@@ -9,8 +9,8 @@ import os
 import pytest
 from eth_utils import keccak
 
-from serve.chain.client import TxReverted
 from serve.chain.registry import ROLES, Registry, to_bytes32
+from serve.chain.rpc import TxReverted
 from serve.merkle import MerkleTree, instances_hash, leaf_of
 from tests.e2e.conftest import OUTSIDER_KEY, dev_chain, relabel, setup_registry, tamper_byte, tamper_output
 

@@ -11,8 +11,8 @@ from circuits import CompileOptions, Prover
 from circuits.demo import ensure_demo_packages
 from circuits.instances import input_hash, proven_input_hash
 from circuits.proof import felt_to_uint
-from serve.chain.client import TxReverted
 from serve.chain.registry import deploy_consumer, to_bytes32
+from serve.chain.rpc import TxReverted
 from serve.merkle import MerkleTree, instances_hash, leaf_of
 from tests.e2e.conftest import OUTSIDER_KEY, dev_chain, setup_registry, tamper_output
 

@@ -21,7 +21,7 @@ from zkserve.v1 import attestation_pb2_grpc as pb_grpc
 from zkserve.v1 import verifier_pb2 as verifier_pb
 
 from circuits import Proof, verify_proof
-from serve.client import Prediction, infer_request
+from serve.oip_client import Prediction, infer_request
 from serve.ports import free_port
 from serve.protocol import native
 from serve.protocol.types import ProofRecord, ProofStatus

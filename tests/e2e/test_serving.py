@@ -21,7 +21,7 @@ from inference import grpc_service_pb2 as oip
 from zkserve.v1 import attestation_pb2 as pb
 
 from circuits import Proof
-from serve.client import output_array, proof_bytes
+from serve.oip_client import output_array, proof_bytes
 from tests.e2e.serving_fixtures import SHARED_BATCH_MODEL, shared_batch_package
 from tests.e2e.serving_helpers import infer_request, ort_run, verify_in_subprocess
 

@@ -24,7 +24,7 @@ import pytest
 from inference import grpc_service_pb2_grpc as oip_grpc
 
 from circuits import Proof
-from serve.client import output_array, proof_bytes
+from serve.oip_client import output_array, proof_bytes
 from serve.ports import free_port
 from tests.conftest import REPO, copy_package, run_cli
 from tests.e2e.ray_nodes import LocalCluster, resource

@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 
 from circuits import Proof
 from serve.chain.registry import Registry
-from serve.client import Prediction, infer_request
 from serve.commands import scoring
+from serve.oip_client import Prediction, infer_request
 from serve.ports import free_port
 from serve.scoring.anchoring import anchor_root
 from serve.verifier.client import VerifierClient, status_name
