@@ -371,20 +371,24 @@ def test_predict_and_status_commands(serving_app, mlp_package, tmp_path):
     assert MLP in status.stdout and "CPUExecutionProvider" in status.stdout and "proofs     queued" in status.stdout
 
 
-def test_a_row_the_circuit_cannot_prove_accurately_is_never_done(stubs):
-    """demo-mlp is calibrated on [-1, 1]: at 50 the proof's outputs differ from ONNX Runtime's.
-    The row is refused before proving (OUT_OF_RANGE, when the package records its input
-    domain) or its proof is failed with the reason; never "done"."""
-    inference, attestation = stubs
-    rows = np.full((1, 16), 50.0, np.float32)
-    try:
-        response = inference.ModelInfer(infer_request(MLP, "features", rows, attest="sync"), timeout=300)
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.OUT_OF_RANGE and "feature" in error.details(), error.details()
-        return
-    params = response.parameters
-    assert params["proof_status"].string_param == "failed", params
-    assert "differs from ONNX Runtime" in params["proof_error"].string_param
-    assert "zk_proof" not in [o.name for o in response.outputs] and "proof_hash" not in params
-    record = attestation.GetProof(pb.GetProofRequest(proof_id=params["proof_id"].string_param))
-    assert record.status == pb.PROOF_STATUS_FAILED and not record.proof
+def test_an_attested_row_outside_the_domain_is_refused_before_proving(stubs, serving_app, tmp_path):
+    """demo-mlp is proven on [-1, 1]: at 50 a proof's outputs would differ from ONNX Runtime's.
+    The attested row is refused before any proving, naming the input, feature, value and domain
+    (gRPC and `zkserve predict`); the same row with attest=none is answered (not limited)."""
+    from tests.conftest import run_cli
+
+    inference, _ = stubs
+    rows = np.full((1, 16), 0.5, np.float32)
+    rows[0, 3] = 50.0
+    with pytest.raises(grpc.RpcError) as refused:
+        inference.ModelInfer(infer_request(MLP, "features", rows, attest="sync"), timeout=300)
+    details = refused.value.details()
+    assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE, details
+    assert "'features'" in details and "feature 3" in details and "is 50" in details and "[-1, 1]" in details
+    answered = inference.ModelInfer(infer_request(MLP, "features", rows, attest="none"), timeout=60)
+    assert answered.outputs[0].name == "scores"
+
+    np.save(tmp_path / "far.npy", rows)
+    done = run_cli("predict", MLP, "--input", str(tmp_path / "far.npy"), "--attest", "sync",
+                   "--address", serving_app.address)
+    assert done.returncode == 1 and "OUT_OF_RANGE" in done.stderr and "feature 3" in done.stderr, done.stderr
