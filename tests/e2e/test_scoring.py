@@ -90,6 +90,7 @@ def scoring_job(tmp_path_factory, mlp_rows):
     work = tmp_path_factory.mktemp("scoring")
     rng = np.random.default_rng(7)
     rows = np.resize(mlp_rows, (ROWS, mlp_rows.shape[1])) + rng.normal(0, 0.05, (ROWS, mlp_rows.shape[1]))
+    rows = np.clip(rows, -1.0, 1.0)  # inside the demo's proven domain; BAD_ROWS breaks the chosen ones
     input_path = write_csv(work / "portfolio.csv", rows)
     output = work / "job"
     args = score_args(input_path, output)
