@@ -39,10 +39,11 @@ def anchor_root(root: bytes, count: int, model_id: str) -> dict:
         registry = Registry(chain, address, project_contract(REGISTRY).abi)
         if not registry.is_registered(model_id):
             raise AnchorError(f"model {model_id} is not registered on chain {chain_id}; run `zkserve register` first")
-        receipt = chain.transact(registry.anchor_call(root, count, [model_id]), registry.abi)
+        # every one of the root's `count` leaves is a row of this model
+        receipt = chain.transact(registry.anchor_call(root, count, [model_id], [count]), registry.abi)
         recorded = registry.anchor_info(root)
         block = chain.rpc(lambda: chain.w3.eth.get_block(recorded["block_number"]))
-        return {"chain_id": chain_id, "registry": registry.address, "anchorer": recorded["attester"],
+        return {"chain_id": chain_id, "registry": registry.address, "anchorer": recorded["anchorer"],
                 "tx_hash": hex32(receipt["transactionHash"]), "block_number": int(recorded["block_number"]),
                 "block_hash": hex32(block["hash"])}
     except ChainError as error:
