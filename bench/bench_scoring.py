@@ -98,8 +98,9 @@ def sampled(rows: np.ndarray, proof_batch: int, fraction: float, work: Path) -> 
     started = time.perf_counter()
     report = verify_job(work / "sampled-job", package, path)
     verify_s = time.perf_counter() - started
-    assert report.ok and summary.rows_scored == len(rows), report.describe()
-    return {"rows": summary.rows_scored, "input": "csv", "sample": fraction,
+    # rows outside the circuit's input domain are refused into errors.csv, not scored
+    assert report.ok and summary.rows_scored + summary.rows_failed == len(rows), report.describe()
+    return {"rows": summary.rows_scored, "rows_refused": summary.rows_failed, "input": "csv", "sample": fraction,
             "rows_proven": summary.audit["sample_size"], "proofs": summary.proofs, "proof_batch": proof_batch,
             "seconds": round(seconds, 3), "rows_per_s": round(summary.rows_scored / seconds, 2),
             "committed_s": round(committed_s, 3), "verify_s": round(verify_s, 3),
