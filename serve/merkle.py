@@ -7,6 +7,7 @@ flags. A node without a sibling moves up a level unchanged.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from eth_abi import encode
@@ -15,8 +16,46 @@ from eth_utils import keccak
 Hash = bytes  # 32 bytes
 
 
+class _PairKeccak(threading.local):
+    """keccak256 of one 64-byte message through pycryptodome's C core, one reused state per
+    thread (the C calls release the GIL): eth_utils.keccak spends most of its time per call in
+    Python wrappers, and a job's Merkle tree hashes as many pairs as it has rows."""
+
+    def __init__(self) -> None:
+        from Crypto.Hash.keccak import _raw_keccak_lib as lib
+        from Crypto.Util._raw_api import VoidPointer, c_size_t, c_ubyte, create_string_buffer, get_raw_buffer
+
+        self._state = VoidPointer()
+        if lib.keccak_init(self._state.address_of(), c_size_t(64), c_ubyte(24)):
+            raise RuntimeError("keccak_init failed")
+        self._pointer, self._out, self._raw = self._state.get(), create_string_buffer(32), get_raw_buffer
+        self._reset, self._absorb, self._digest = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
+
+    def __call__(self, message: bytes) -> Hash:
+        self._reset(self._pointer)
+        self._absorb(self._pointer, message, 64)
+        self._digest(self._pointer, self._out, 32, 1)  # 1: keccak's padding, not SHA-3's
+        return self._raw(self._out)
+
+
+def _pair_keccak():
+    """The fast pair hash, or eth_utils.keccak where pycryptodome's core cannot be loaded or
+    gives another answer on a known vector."""
+    try:
+        fast = _PairKeccak()
+        probe = bytes(range(64))
+        return fast if fast(probe) == keccak(probe) else keccak
+    except Exception:  # noqa: BLE001 - any trouble with the C core: the plain path is always right
+        return keccak
+
+
+keccak64 = _pair_keccak()  # keccak256 of a 64-byte message (two nodes)
+
+
 def hash_pair(a: Hash, b: Hash) -> Hash:
-    return keccak(a + b) if a < b else keccak(b + a)
+    if len(a) != 32 or len(b) != 32:
+        raise ValueError("Merkle nodes are 32-byte hashes")
+    return keccak64(a + b) if a < b else keccak64(b + a)
 
 
 def instances_hash(instances: list[int]) -> Hash:

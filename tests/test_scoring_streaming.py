@@ -106,3 +106,102 @@ def test_package_travels_by_model_id_into_a_private_cache(tmp_path):
         materialize("0x" + "00" * 32, packed, tmp_path / "other-cache")  # a package is not another model
     (package.root / "settings.json").write_text("{}")  # a corrupted cache entry is replaced, not used
     assert materialize(source.model_id, packed, cache).settings_path.read_text() != "{}"
+
+
+def test_pair_hash_is_keccak_of_the_sorted_pair():
+    from eth_utils import keccak
+
+    from serve.merkle import hash_pair
+
+    for _ in range(20):
+        a, b = os.urandom(32), os.urandom(32)
+        assert hash_pair(a, b) == hash_pair(b, a) == keccak(min(a, b) + max(a, b))
+    with pytest.raises(ValueError):
+        hash_pair(b"short", os.urandom(32))
+
+
+def test_batched_digests_and_leaves_equal_the_per_row_definition():
+    from serve.scoring.commitment import input_digest, input_digests, row_leaf, row_leaves
+
+    rng = np.random.default_rng(3)
+    values, ids = rng.normal(size=(40, 2, 3)), np.arange(40, dtype=np.int64) * 1_000_003
+    outputs = [rng.normal(size=(40, 3)), rng.normal(size=(40, 2, 2))]
+    digests = input_digests(values)
+    leaves = row_leaves(ids, digests, outputs)
+    for i in range(40):
+        assert digests[32 * i : 32 * i + 32] == input_digest(values[i])
+        assert leaves[32 * i : 32 * i + 32] == row_leaf(ids[i], input_digest(values[i]), [o[i] for o in outputs])
+    assert input_digests(values[:0]) == row_leaves(ids[:0], b"", [o[:0] for o in outputs]) == b""
+
+
+def _python_parser_only(monkeypatch):
+    from serve.scoring import inputs
+
+    def refuse(*_):
+        raise inputs._IrregularCsv
+        yield  # a generator, as the fast reader
+
+    monkeypatch.setattr(inputs, "_arrow_csv_blocks", refuse)
+
+
+@pytest.mark.parametrize("case", ["regular", "no_header", "blank_late", "bad_cell_late", "nan_inf", "wide_late",
+                                  "empty_and_na", "spaces_and_quotes", "crlf"])
+def test_fast_csv_reader_gives_what_the_record_parser_gives(tmp_path, monkeypatch, case):
+    """pyarrow's reader for regular files, the record parser from the first irregular block on:
+    the chunks (row ids, values, lines, errors) are the same as the record parser's alone."""
+    rng = np.random.default_rng(4)
+    rows = [",".join(f"{v:.4f}" for v in row) for row in rng.uniform(-1, 1, (2500, 4))]
+    header = ["a,b,c,d"]
+    lines = {
+        "regular": header + rows,
+        "no_header": rows,
+        "blank_late": header + rows[:2100] + [""] + rows[2100:],
+        "bad_cell_late": header + rows[:1500] + ["1,x,2,3"] + rows[1500:],
+        "nan_inf": header + rows[:10] + ["nan,1,2,3", "inf,1,1,1", "-inf,0,0,0", "1e-3,+1,.5,5."] + rows[10:],
+        "wide_late": rows[:1200] + ["1,2,3,4,5"] + rows[1200:],
+        "empty_and_na": rows[:700] + ["1,,2,3", "NA,1,2,3", "null,1,1,1"] + rows[700:],
+        "spaces_and_quotes": header + rows[:5] + [" 1, 2,3 ,4", '"1","2","3","4"'] + rows[5:],
+        "crlf": header + rows,
+    }[case]
+    path = tmp_path / "rows.csv"
+    path.write_bytes((("\r\n" if case == "crlf" else "\n").join(lines) + "\n").encode())
+    fast = list(iter_chunks(path, [4], chunk_rows=1000))
+    _python_parser_only(monkeypatch)
+    slow = list(iter_chunks(path, [4], chunk_rows=1000))
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert (a.index, a.first_row, a.total) == (b.index, b.first_row, b.total)
+        assert np.array_equal(a.row_ids, b.row_ids) and np.array_equal(a.values, b.values)
+        assert np.array_equal(a.lines, b.lines)
+        assert [(e.row_id, e.reason, e.line) for e in a.errors] == [(e.row_id, e.reason, e.line) for e in b.errors]
+
+
+def test_chunk_table_holds_scored_and_refused_rows_in_row_order():
+    from serve.scoring.commitment import input_digests, row_leaves
+    from serve.scoring.infer import _chunk_table, rows_schema
+    from serve.scoring.inputs import RowError
+
+    ids = np.array([0, 2, 3], dtype=np.int64)
+    values = np.arange(6, dtype=np.float64).reshape(3, 2)
+    outputs = [values * 2]
+    digests = input_digests(values)
+    result = {"error": "", "outputs": outputs, "digests": digests, "leaves": row_leaves(ids, digests, outputs)}
+    table = _chunk_table(rows_schema(["y"]), ["y"], ids, [RowError(1, "not a number", 3)], result)
+    rows = table.to_pylist()
+    assert [r["row_id"] for r in rows] == [0, 1, 2, 3] and [r["status"] for r in rows] == ["ok", "error", "ok", "ok"]
+    assert rows[1]["line"] == 3 and rows[1]["leaf"] is None and rows[1]["reason"] == "not a number"
+    assert rows[2]["y"] == [4.0, 6.0] and rows[2]["input_digest"] == digests[32:64]
+    failed = _chunk_table(rows_schema(["y"]), ["y"], ids, [], {"error": "inference failed: boom", "outputs": [],
+                                                               "digests": b"", "leaves": b""})
+    assert failed.column("status").to_pylist() == ["error"] * 3 and failed.column("leaf").null_count == 3
+    assert set(failed.column("reason").to_pylist()) == {"inference failed: boom"}
+
+
+@pytest.mark.parametrize("runs", [[1], [2, 3], [5, 64, 1, 130], [0, 1000], [3, 1, 1, 512, 7]])
+def test_streaming_root_extend_equals_merkle_tree(runs):
+    leaves = [os.urandom(32) for _ in range(sum(runs))]
+    root, done = StreamingRoot(), 0
+    for size in runs:
+        root.extend(leaves[done : done + size]) if size != 1 else root.add(leaves[done])
+        done += size
+    assert root.count == len(leaves) and root.root == MerkleTree.build(leaves).root

@@ -9,14 +9,25 @@ rows were proven, each proof verifies, and its proven outputs (and inputs) match
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from circuits import CircuitPackage, Proof, decode_inputs, decode_outputs, verify_proof
-from serve.scoring.commitment import StreamingRoot, chainless_seed, input_digest, row_leaf, sample_positions
+from serve.scoring.commitment import (
+    StreamingRoot,
+    chainless_seed,
+    input_digests,
+    row_leaf,
+    row_leaves,
+    sample_positions,
+)
 from serve.scoring.layout import JobLayout
 
 MAX_LISTED = 50
@@ -32,28 +43,36 @@ def check_sampled(layout: JobLayout, package: CircuitPackage, manifest: dict, re
     if not commitment["leaves"]:
         return
     output_names = [entry["name"] for entry in package.outputs]
-    inputs = _input_rows(input_path, package) if input_path is not None else None
+    widths = [math.prod(entry["shape"][1:]) for entry in package.outputs]
+    inputs = _InputCursor(Path(input_path), package) if input_path is not None else None
     root = StreamingRoot()
     sampled_rows: dict[int, dict] = {}
-    positions = set(_derive_sample(commitment, problems))
+    positions = sorted(set(_derive_sample(commitment, problems)))
     parquet = pq.ParquetFile(layout.results)
     last = -1
     for batch in parquet.iter_batches(batch_size=8192):
-        for row in batch.to_pylist():
-            if row["row_id"] <= last:
-                problems.append(f"results.parquet is not in row order at row {row['row_id']}")
-            last = row["row_id"]
-            leaf = row_leaf(row["row_id"], row["input_digest"], [np.asarray(row[name]) for name in output_names])
-            if leaf != row["leaf"] and len(problems) < MAX_LISTED:
-                problems.append(f"row {row['row_id']}: its outputs or input digest were changed after the job "
-                                f"committed to them (leaf differs)")
-            if inputs is not None:
-                _check_input_row(row, inputs, problems)
-            if root.count in positions:
-                sampled_rows[row["row_id"]] = row
-            elif row["proof_id"]:
-                problems.append(f"row {row['row_id']} carries a proof but is not in the sample drawn from the root")
-            root.add(leaf)
+        ids = batch.column("row_id").to_numpy(zero_copy_only=False)
+        if len(ids) and (ids[0] <= last or (np.diff(ids) <= 0).any()):
+            steps = np.flatnonzero(np.diff(np.concatenate([[last], ids])) <= 0)
+            problems.append(f"results.parquet is not in row order at row {ids[steps[0]]}")
+        last = int(ids[-1]) if len(ids) else last
+        leaves = _batch_leaves(batch, ids, output_names, widths)
+        committed = _hashes(batch.column("leaf"))
+        for index in _differing(leaves, committed)[: max(0, MAX_LISTED - len(problems))]:
+            problems.append(f"row {ids[index]}: its outputs or input digest were changed after the job "
+                            f"committed to them (leaf differs)")
+        if inputs is not None:
+            inputs.check(ids, batch, problems)
+        low = bisect.bisect_left(positions, root.count)
+        high = bisect.bisect_left(positions, root.count + len(ids))
+        picked = np.asarray(positions[low:high], dtype=np.int64) - root.count
+        for row in batch.take(pa.array(picked, pa.int64())).to_pylist():
+            sampled_rows[row["row_id"]] = row
+        carries = np.array(batch.column("proof_id").is_valid(), dtype=bool)
+        carries[picked] = False
+        for index in np.flatnonzero(carries):
+            problems.append(f"row {ids[index]} carries a proof but is not in the sample drawn from the root")
+        root.extend(leaves[start:start + 32] for start in range(0, len(leaves), 32))
     report.rows = root.count
     if root.count != commitment["leaves"] or "0x" + root.root.hex() != commitment["root"]:
         problems.append(f"Merkle root over the {root.count} rows of results.parquet is 0x{root.root.hex()}, the job "
@@ -78,6 +97,41 @@ def _derive_sample(commitment: dict, problems: list[str]) -> list[int]:
     return sample_positions(seed, commitment["leaves"], commitment["sample_size"])
 
 
+def _hashes(column) -> bytes:
+    """A binary(32) column as n x 32 bytes; a null or missing cell reads as 32 zero bytes (no leaf matches it)."""
+    if column.null_count == 0 and column.type == pa.binary(32):  # the common case: the column's own bytes
+        return column.buffers()[1].to_pybytes()[column.offset * 32 : (column.offset + len(column)) * 32]
+    return b"".join(value if value is not None and len(value) == 32 else bytes(32) for value in column.to_pylist())
+
+
+def _differing(first: bytes, second: bytes) -> np.ndarray:
+    """Indices of the 32-byte hashes that differ between two equal-length runs of them."""
+    a, b = (np.frombuffer(blob, np.uint8).reshape(-1, 32) for blob in (first, second))
+    return np.flatnonzero((a != b).any(axis=1))
+
+
+def _batch_leaves(batch, ids: np.ndarray, output_names: list[str], widths: list[int]) -> bytes:
+    """The leaf of every row of a results batch, recomputed from its row id, input digest and outputs.
+    A row whose outputs have the wrong length (or none) is hashed as it stands, row by row."""
+    digests = _hashes(batch.column("input_digest"))
+    outputs, regular = [], True
+    for name, width in zip(output_names, widths, strict=False):
+        column = batch.column(name)
+        lengths = np.asarray(pc.fill_null(pc.list_value_length(column), -1))
+        if column.null_count or (lengths != width).any():
+            regular = False
+            break
+        flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float64)
+        outputs.append(flat.reshape(len(ids), width))
+    if regular:
+        return row_leaves(ids, digests, outputs)
+    cells = [batch.column(name).to_pylist() for name in output_names]
+    return b"".join(
+        row_leaf(int(row_id), digests[32 * i : 32 * i + 32], [np.asarray(c[i] or [], np.float64) for c in cells])
+        for i, row_id in enumerate(ids)
+    )
+
+
 class _InputCursor:
     """The input file's good rows, read in step with results.parquet (both in row order)."""
 
@@ -86,45 +140,58 @@ class _InputCursor:
         from serve.scoring.model import row_shape
 
         self._chunks = iter_chunks(path, row_shape(package))
-        self._rows: list[tuple[int, np.ndarray, int | None]] = []
+        self._ids = np.zeros(0, np.int64)
+        self._values = np.zeros((0, 1))
+        self._lines = np.zeros(0, np.int64)
+        self._ended = False
         self.kept: dict[int, np.ndarray] = {}
+        self._listed = 0
 
-    def _fill(self) -> bool:
-        for chunk in self._chunks:
-            lines = chunk.lines if chunk.lines is not None else [None] * len(chunk.row_ids)
-            self._rows = [(int(r), chunk.values[i], lines[i]) for i, r in enumerate(chunk.row_ids)][::-1]
-            if self._rows:
-                return True
-        return False
+    def _fill_to(self, row_id: int) -> None:
+        """Buffers file rows until the buffer reaches past `row_id` or the file ends."""
+        while not self._ended and (not len(self._ids) or self._ids[-1] < row_id):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._ended = True
+                break
+            lines = chunk.lines if chunk.lines is not None else np.full(len(chunk.row_ids), -1)
+            values = chunk.values.reshape(len(chunk.row_ids), -1)
+            if not len(self._ids):
+                self._ids, self._values, self._lines = chunk.row_ids, values, lines
+            else:
+                self._ids = np.concatenate([self._ids, chunk.row_ids])
+                self._values = np.concatenate([self._values, values])
+                self._lines = np.concatenate([self._lines, lines])
 
-    def take(self, row_id: int):
-        """(values, line) of `row_id`, skipping file rows before it (rows the job refused)."""
-        while True:
-            if not self._rows and not self._fill():
-                return None
-            current = self._rows[-1]
-            if current[0] > row_id:
-                return None
-            self._rows.pop()
-            if current[0] == row_id:
-                return current[1], current[2]
-
-
-def _input_rows(path, package: CircuitPackage) -> _InputCursor:
-    return _InputCursor(Path(path), package)
-
-
-def _check_input_row(row: dict, inputs: _InputCursor, problems: list[str]) -> None:
-    found = inputs.take(row["row_id"])
-    if found is None:
-        problems.append(f"row {row['row_id']} is not a readable row of the input file")
-        return
-    values, line = found
-    if input_digest(values) != row["input_digest"]:
-        where = f" (line {line})" if line else ""
-        problems.append(f"row {row['row_id']}{where}: the input file's row differs from the row the job scored")
-    if row["proof_id"]:
-        inputs.kept[row["row_id"]] = values
+    def check(self, ids: np.ndarray, batch, problems: list[str]) -> None:
+        """Each row's input digest against its row of the file; keeps the proven rows' values."""
+        if not len(ids):
+            return
+        self._fill_to(int(ids[-1]))
+        where = np.minimum(np.searchsorted(self._ids, ids), max(len(self._ids) - 1, 0))
+        found = self._ids[where] == ids if len(self._ids) else np.zeros(len(ids), bool)
+        digests = _hashes(batch.column("input_digest"))
+        values = self._values[where[found]] if found.any() else np.zeros((0, 1))
+        file_digests = np.zeros((len(ids), 32), np.uint8)
+        file_digests[found] = np.frombuffer(input_digests(values), np.uint8).reshape(-1, 32)
+        differs = found & (file_digests != np.frombuffer(digests, np.uint8).reshape(-1, 32)).any(axis=1)
+        for index in np.flatnonzero(~found | differs):
+            if self._listed >= MAX_LISTED:
+                problems.append("... more input rows differ; not listed")
+                self._listed = -(10**18)  # say it once
+                break
+            self._listed += 1
+            if not found[index]:
+                problems.append(f"row {ids[index]} is not a readable row of the input file")
+            else:
+                line = int(self._lines[where[index]])
+                where_text = f" (line {line})" if line > 0 else ""
+                problems.append(f"row {ids[index]}{where_text}: the input file's row differs from the row the job "
+                                f"scored")
+        for index in np.flatnonzero(found & np.asarray(batch.column("proof_id").is_valid())):
+            self.kept[int(ids[index])] = self._values[where[index]]
+        keep = self._ids > ids[-1]  # rows past this batch stay for the next one
+        self._ids, self._values, self._lines = self._ids[keep], self._values[keep], self._lines[keep]
 
 
 def _check_sample_proofs(layout: JobLayout, package: CircuitPackage, sampled: dict[int, dict], wanted: int, report,

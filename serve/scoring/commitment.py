@@ -38,6 +38,36 @@ def row_leaf(row_id: int, digest: bytes, outputs: Iterable[np.ndarray]) -> Hash:
     return hashlib.sha256(_LEAF_TAG + int(row_id).to_bytes(8, "big") + digest + body).digest()
 
 
+def _hash_rows(matrix: np.ndarray) -> bytes:
+    """sha256 of each row of a uint8 matrix, concatenated: one slice and one hash per row, the
+    least Python a per-row hash can cost."""
+    data, step = matrix.tobytes(), matrix.shape[1]
+    sha256 = hashlib.sha256
+    return b"".join([sha256(data[start:start + step]).digest() for start in range(0, len(data), step)])
+
+
+def input_digests(values: np.ndarray) -> bytes:
+    """input_digest of every row of `values` ([n, *row_shape]), as n x 32 bytes."""
+    if not len(values):
+        return b""
+    return _hash_rows(np.ascontiguousarray(values, dtype="<f8").reshape(len(values), -1).view(np.uint8))
+
+
+def row_leaves(row_ids: np.ndarray, digests: bytes, outputs: list[np.ndarray]) -> bytes:
+    """row_leaf of every row, as n x 32 bytes: `digests` n x 32 bytes, `outputs` one [n, ...] array per
+    output in manifest order. The leaf messages are laid out as one matrix, then hashed row by row."""
+    count = len(row_ids)
+    if not count:
+        return b""
+    parts = [
+        np.broadcast_to(np.frombuffer(_LEAF_TAG, np.uint8), (count, len(_LEAF_TAG))),
+        np.asarray(row_ids, dtype=">u8").reshape(count, 1).view(np.uint8),
+        np.frombuffer(digests, np.uint8).reshape(count, 32),
+        *[np.ascontiguousarray(np.asarray(o).reshape(count, -1), dtype="<f8").view(np.uint8) for o in outputs],
+    ]
+    return _hash_rows(np.concatenate(parts, axis=1))
+
+
 class StreamingRoot:
     """The root MerkleTree.build would give over the same leaves, in O(log n) memory.
 
@@ -56,6 +86,10 @@ class StreamingRoot:
             height += 1
         self._stack.append((height, node))
         self.count += 1
+
+    def extend(self, leaves: Iterable[Hash]) -> None:
+        for leaf in leaves:
+            self.add(leaf)
 
     @property
     def root(self) -> Hash:

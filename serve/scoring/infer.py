@@ -17,7 +17,7 @@ import ray
 
 from serve.files import write_atomically
 from serve.scoring.chunks import table_bytes
-from serve.scoring.commitment import input_digest, row_leaf
+from serve.scoring.commitment import input_digests, row_leaves
 from serve.scoring.inputs import RowError, iter_chunks
 from serve.scoring.layout import JobLayout
 from serve.scoring.shipping import PackageSource
@@ -50,16 +50,15 @@ class RowInferencer:
         self.session = create_session(str(package.onnx_path), use_gpu=bool(ray.get_gpu_ids()), threads=1)
 
     def infer(self, row_ids: np.ndarray, values: np.ndarray) -> dict:
+        """outputs: one [n, ...] array per model output; digests, leaves: n x 32 bytes each."""
         if not len(row_ids):
-            return {"outputs": [], "digests": [], "leaves": [], "error": ""}
+            return {"outputs": [], "digests": b"", "leaves": b"", "error": ""}
         try:
             outputs = run_model(self.session, values)
         except Exception as error:  # noqa: BLE001 - the chunk's rows are reported, the job goes on
-            return {"outputs": [], "digests": [], "leaves": [], "error": f"inference failed: {error}"[:500]}
-        digests = [input_digest(row) for row in values]
-        leaves = [row_leaf(row_id, digest, [out[i] for out in outputs])
-                  for i, (row_id, digest) in enumerate(zip(row_ids, digests, strict=False))]
-        return {"outputs": outputs, "digests": digests, "leaves": leaves, "error": ""}
+            return {"outputs": [], "digests": b"", "leaves": b"", "error": f"inference failed: {error}"[:500]}
+        digests = input_digests(values)
+        return {"outputs": outputs, "digests": digests, "leaves": row_leaves(row_ids, digests, outputs), "error": ""}
 
 
 def rows_schema(output_names: list[str]) -> pa.Schema:
@@ -121,20 +120,41 @@ def infer_all(layout: JobLayout, source: PackageSource, input_path, row_shape: l
     return InferenceRun(total, chunks, this_run)
 
 
+def hashes_array(blob: bytes, count: int) -> pa.Array:
+    """n x 32 bytes as a binary(32) column, without a Python object per row."""
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), count, [None, pa.py_buffer(blob)])
+
+
+def list_array(values: np.ndarray, count: int) -> pa.Array:
+    """An [n, ...] array as a list<float64> column of n rows (each row flattened)."""
+    flat = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(count, -1))
+    offsets = np.arange(count + 1, dtype=np.int32) * flat.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1)))
+
+
 def _chunk_table(schema: pa.Schema, output_names: list[str], row_ids: np.ndarray, errors: list[RowError],
                  result: dict) -> pa.Table:
     ok = not result["error"]
-    n = len(row_ids)
-    records = {
-        "row_id": [int(r) for r in row_ids] + [e.row_id for e in errors],
-        "line": [None] * n + [e.line for e in errors],
-        "status": ["ok" if ok else "error"] * n + ["error"] * len(errors),
-        "stage": [None if ok else "inference"] * n + [e.stage for e in errors],
-        "reason": [None if ok else result["error"]] * n + [e.reason for e in errors],
-        "input_digest": (result["digests"] if ok else [None] * n) + [None] * len(errors),
-        "leaf": (result["leaves"] if ok else [None] * n) + [None] * len(errors),
+    n, failed = len(row_ids), len(errors)
+
+    def column(field: pa.Field, scored: pa.Array | None, failures: list | None = None) -> pa.Array:
+        """The scored rows' cells (all null if None), then one per refused row (null if None)."""
+        head = scored if scored is not None else pa.nulls(n, field.type)
+        tail = pa.array(failures, field.type) if failures is not None else pa.nulls(failed, field.type)
+        return pa.concat_arrays([head.cast(field.type), tail])
+
+    status = pa.array(["ok" if ok else "error"], pa.string())
+    columns = {
+        "row_id": column(schema.field("row_id"), pa.array(np.asarray(row_ids, np.int64)), [e.row_id for e in errors]),
+        "line": column(schema.field("line"), None, [e.line for e in errors]),
+        "status": column(schema.field("status"), status.take(np.zeros(n, np.int64)), ["error"] * failed),
+        "stage": column(schema.field("stage"), None if ok else pa.array(["inference"] * n, pa.string()),
+                        [e.stage for e in errors]),
+        "reason": column(schema.field("reason"), None if ok else pa.array([result["error"]] * n, pa.string()),
+                         [e.reason for e in errors]),
+        "input_digest": column(schema.field("input_digest"), hashes_array(result["digests"], n) if ok and n else None),
+        "leaf": column(schema.field("leaf"), hashes_array(result["leaves"], n) if ok and n else None),
     }
     for i, name in enumerate(output_names):
-        cells = list(np.asarray(result["outputs"][i]).reshape(n, -1)) if ok and n else [None] * n
-        records[name] = cells + [None] * len(errors)
-    return pa.Table.from_pydict(records, schema=schema).sort_by("row_id")
+        columns[name] = column(schema.field(name), list_array(result["outputs"][i], n) if ok and n else None)
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema).sort_by("row_id")

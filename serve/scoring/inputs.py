@@ -1,9 +1,9 @@
 """Reading the rows to score from .npy, .csv or Parquet in bounded chunks, keeping every bad
 row's number.
 
-Nothing here holds the whole file: .npy is memory-mapped and sliced, CSV is parsed record
-by record (converted to floats a chunk at a time), Parquet is read batch by batch. The
-driver's memory therefore depends on the chunk size, never on the file's row count.
+Nothing here holds the whole file: .npy is memory-mapped and sliced, CSV is streamed by
+pyarrow's reader (record by record from the first irregular block on), Parquet is read batch
+by batch. The driver's memory therefore depends on the chunk size, never on the row count.
 
 A row that cannot be scored (wrong width, NaN or infinite values, a cell that is not a
 number) becomes a RowError with its row number; it never stops the rows around it.
@@ -89,7 +89,7 @@ def read_rows(path: Path, row_shape: list[int]) -> InputRows:
 
 # A block is (line numbers or None, rows): rows are either one float array [n, width] when
 # every row converted cleanly, or a list whose items are a 1-d array or an error reason.
-Block = tuple[list[int] | None, "np.ndarray | list[np.ndarray | str]"]
+Block = tuple["list[int] | np.ndarray | None", "np.ndarray | list[np.ndarray | str]"]
 
 
 def _npy_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
@@ -107,6 +107,72 @@ def _npy_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
 
 
 def _csv_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
+    """pyarrow's streaming CSV reader while the file is regular (one width, every cell a number,
+    no blank lines or quoted newlines, so line numbers follow from row numbers); from the first
+    irregular block on, the record-by-record parser, which finds and names every bad row."""
+    yielded = 0
+    try:
+        for lines, block in _arrow_csv_blocks(path, chunk_rows):
+            yield lines, block
+            yielded += len(block)
+        return
+    except _IrregularCsv:
+        pass
+    yield from _python_csv_blocks(path, chunk_rows, skip=yielded)
+
+
+class _IrregularCsv(Exception):
+    """The file needs the record-by-record parser from here on."""
+
+
+def _arrow_csv_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        first = next(reader, None)
+        if not first or reader.line_num != 1 or all(not cell.strip() for cell in first):
+            raise _IrregularCsv
+    header = _is_header(first)
+    names = [f"c{i}" for i in range(len(first))]
+    try:
+        stream = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header), block_size=1 << 20,
+                                           use_threads=False),  # threads read ahead without bound: memory
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),  # a blank line must not shift line numbers
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64()), null_values=[],
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError):
+        raise _IrregularCsv from None
+    first_line = 2 if header else 1
+    pending: list[np.ndarray] = []
+    buffered = done = 0
+    while True:
+        try:
+            batch = stream.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            raise _IrregularCsv from None
+        pending.append(np.column_stack([column.to_numpy() for column in batch.columns]) if batch.num_rows
+                       else np.zeros((0, len(names))))
+        buffered += batch.num_rows
+        while buffered >= chunk_rows:
+            rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            block, rest = rows[:chunk_rows], rows[chunk_rows:]
+            pending, buffered = [rest], len(rest)
+            yield np.arange(first_line + done, first_line + done + chunk_rows), block
+            done += chunk_rows
+    if buffered:
+        rows = np.concatenate(pending)
+        yield np.arange(first_line + done, first_line + done + len(rows)), rows
+
+
+def _python_csv_blocks(path: Path, chunk_rows: int, skip: int = 0) -> Iterator[Block]:
+    """`skip`: data rows already read by the fast reader."""
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         records: list[list[str]] = []
@@ -115,6 +181,9 @@ def _csv_blocks(path: Path, chunk_rows: int) -> Iterator[Block]:
             if not record or all(not cell.strip() for cell in record):
                 continue  # blank lines are not rows
             if reader.line_num == 1 and _is_header(record):
+                continue
+            if skip:
+                skip -= 1
                 continue
             records.append(record)
             lines.append(reader.line_num)
@@ -201,22 +270,24 @@ def _check_block(index: int, first: int, lines: list[int] | None, block, row_sha
     if isinstance(block, np.ndarray) and block.ndim == 2 and block.shape[1] == width:
         finite = np.isfinite(block).all(axis=1)
         good = np.flatnonzero(finite)
-        errors = [RowError(first + int(i), "holds NaN or infinite values", lines[i] if lines else None)
+        errors = [RowError(first + int(i), "holds NaN or infinite values",
+                           int(lines[i]) if lines is not None else None)
                   for i in np.flatnonzero(~finite)]
         return InputChunk(index, first, (first + good).astype(np.int64), block[good].reshape(len(good), *row_shape),
-                          errors, count, np.asarray(lines)[good] if lines else None)
+                          errors, count, np.asarray(lines)[good] if lines is not None else None)
     if isinstance(block, np.ndarray):  # uniform but of the wrong width
         block = list(block)
     good_ids, good_values, errors = [], [], []
     for offset, values in enumerate(block):
         reason = values if isinstance(values, str) else _problem(values, width)
         if reason:
-            errors.append(RowError(first + offset, reason, lines[offset] if lines else None))
+            errors.append(RowError(first + offset, reason, int(lines[offset]) if lines is not None else None))
             continue
         good_ids.append(first + offset)
         good_values.append(np.asarray(values, dtype=np.float64).reshape(row_shape))
     values = np.stack(good_values) if good_values else np.zeros((0, *row_shape))
-    good_lines = np.asarray([lines[i - first] for i in good_ids], dtype=np.int64) if lines else None
+    good_lines = (np.asarray([lines[i - first] for i in good_ids], dtype=np.int64)
+                  if lines is not None else None)
     return InputChunk(index, first, np.asarray(good_ids, dtype=np.int64), values, errors, count, good_lines)
 
 

@@ -61,17 +61,11 @@ def rows_chunks(layout: JobLayout) -> list[Path]:
     return paths
 
 
-def committed_leaves(layout: JobLayout):
-    """(position, row_id, leaf) of every committed row, in order."""
-    position = 0
+def _committed_ok(layout: JobLayout, columns: list[str]):
+    """Each committed chunk's scored rows (status ok), in order, with `columns`."""
     for path in rows_chunks(layout):
-        table = pq.read_table(path, columns=["row_id", "status", "leaf"])
-        for row_id, status, leaf in zip(
-            *(table.column(name).to_pylist() for name in ("row_id", "status", "leaf")), strict=False
-        ):
-            if status == "ok":
-                yield position, row_id, leaf
-                position += 1
+        table = pq.read_table(path, columns=["status", *columns])
+        yield table.filter(pc.equal(table.column("status"), "ok")).select(columns)
 
 
 def commit(layout: JobLayout, package: CircuitPackage, options, console: Console) -> dict:
@@ -79,8 +73,8 @@ def commit(layout: JobLayout, package: CircuitPackage, options, console: Console
     if layout.commitment.is_file():
         return json.loads(layout.commitment.read_text())
     root = StreamingRoot()
-    for _, _, leaf in committed_leaves(layout):
-        root.add(leaf)
+    for table in _committed_ok(layout, ["leaf"]):
+        root.extend(table.column("leaf").to_pylist())
     leaves = root.count
     document = {
         "leaf_format": LEAF_FORMAT,
@@ -119,18 +113,17 @@ def sample_of(commitment: dict) -> list[int]:
 
 
 def _sampled_rows(layout: JobLayout, positions: list[int], output_names: list[str]) -> dict[int, dict]:
-    """row_id -> the committed digest and outputs of each sampled row."""
-    wanted = set(positions)
+    """row_id -> the committed digest and outputs of each sampled row (`positions` sorted)."""
     chosen: dict[int, dict] = {}
     position = 0
-    for path in rows_chunks(layout):
-        table = pq.read_table(path)
-        ok = [i for i, status in enumerate(table.column("status").to_pylist()) if status == "ok"]
-        hits = [(i, position + k) for k, i in enumerate(ok) if position + k in wanted]
-        position += len(ok)
-        for i, _ in hits:
-            row = {name: table.column(name)[i].as_py() for name in ("row_id", "input_digest", *output_names)}
-            chosen[row["row_id"]] = row
+    for table in _committed_ok(layout, ["row_id", "input_digest", *output_names]):
+        low = bisect.bisect_left(positions, position)
+        high = bisect.bisect_left(positions, position + table.num_rows)
+        if high > low:
+            hits = np.asarray(positions[low:high], dtype=np.int64) - position
+            for row in table.take(pa.array(hits)).to_pylist():
+                chosen[row["row_id"]] = row
+        position += table.num_rows
     return chosen
 
 
@@ -147,9 +140,8 @@ def plan_sample(layout: JobLayout, package: CircuitPackage, input_path: Path, po
         lo, hi = chunk.first_row, chunk.first_row + chunk.total
         if bisect.bisect_left(order, hi) == bisect.bisect_left(order, lo):
             continue  # no sampled row in this chunk
-        for index, row_id in enumerate(chunk.row_ids):
-            if int(row_id) in chosen:
-                inputs[int(row_id)] = chunk.values[index]
+        for index in np.flatnonzero(np.isin(chunk.row_ids, order)):
+            inputs[int(chunk.row_ids[index])] = chunk.values[index]
     for row_id in order:
         if row_id not in inputs or input_digest(inputs[row_id]) != chosen[row_id]["input_digest"]:
             raise RuntimeError(
@@ -289,6 +281,12 @@ def merge_sampled(layout: JobLayout, output_names: list[str]) -> dict:
             *proof_types.items(),
         ]
     )
+    proven_rows = pa.Table.from_pylist(
+        sorted(({name: row[name] for name in ("row_id", *proof_types)} for row in by_row.values()),
+               key=lambda row: row["row_id"]),
+        schema=pa.schema([("row_id", pa.int64()), *proof_types.items()]),
+    )
+    proven_ids = proven_rows.column("row_id").to_numpy()
     temporary = layout.results.with_name(f".{layout.results.name}.{os.getpid()}.tmp")
     rows = 0
     early_errors: list[RowError] = []
@@ -301,11 +299,14 @@ def merge_sampled(layout: JobLayout, output_names: list[str]) -> dict:
                 for r in failed.select(["row_id", "reason", "line", "stage"]).to_pylist()
             ]
             ok = table.filter(pc.equal(table.column("status"), "ok")).drop_columns(["line", *RESULT_DROP])
-            ids = ok.column("row_id").to_pylist()
-            proofs = [by_row.get(row_id) for row_id in ids]
-            ok = ok.append_column("sampled", pa.array([p is not None for p in proofs], pa.bool_()))
+            ids = ok.column("row_id").to_numpy()
+            where = np.minimum(np.searchsorted(proven_ids, ids), max(len(proven_ids) - 1, 0))
+            sampled = proven_ids[where] == ids if len(proven_ids) else np.zeros(len(ids), bool)
+            ok = ok.append_column("sampled", pa.array(sampled, pa.bool_()))
+            index = pa.array(where, pa.int64(), mask=~sampled)  # null where the row has no proof: take gives null
             for name, kind in proof_types.items():
-                ok = ok.append_column(name, pa.array([p[name] if p else None for p in proofs], kind))
+                column = proven_rows.column(name).take(index) if len(proven_ids) else pa.nulls(len(ids), kind)
+                ok = ok.append_column(name, column)
             out.write_table(ok.select(schema.names).cast(schema))
             rows += ok.num_rows
     os.replace(temporary, layout.results)
