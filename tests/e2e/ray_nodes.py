@@ -38,7 +38,10 @@ class LocalCluster:
         self.port, self.address = 0, ""
         # for the nodes and their drivers: a loopback test cluster without a token (Ray turns token
         # auth on for a head that finds a user's token, and then refuses the other raylets)
-        self.client_env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        # a cluster of several raylets: undo keep_ray_on_loopback (a local-only cluster refuses other
+        # nodes) should an in-process `zkserve score` earlier in the session have set it
+        self.client_env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+        self.client_env["RAY_AUTH_MODE"] = "disabled"
 
     def _start(self, name: str, *args: str) -> None:
         env = {**self.client_env, "RAY_ADDRESS": "", "ZKSERVE_PACKAGE_CACHE": str(self.cache[name]),

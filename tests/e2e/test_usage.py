@@ -24,13 +24,10 @@ import grpc
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import typer
 from inference import grpc_service_pb2_grpc as oip_grpc
-from typer.testing import CliRunner
 
 from circuits import Proof
 from serve.chain.registry import Registry
-from serve.commands import scoring
 from serve.oip_client import Prediction, infer_request
 from serve.ports import free_port
 from serve.scoring.anchoring import anchor_root
@@ -121,13 +118,10 @@ def test_usage_counts_match_rows_proven(stack, mlp_batch4_package, mlp_rows, tmp
     scored_input = tmp_path / "scored.npy"
     np.save(scored_input, mlp_rows[:SCORED_ROWS].astype(np.float32))
     job = tmp_path / "job"
-    # in this process, as tests/e2e/test_scoring.py runs it: on the session's Ray when one is up
-    cli = typer.Typer()
-    scoring.register(cli)
-    cli.command("noop")(lambda: None)
-    scored = CliRunner().invoke(cli, ["score", str(package.root), "--input", str(scored_input), "--output", str(job),
-                                      "--submit", "--verifier", verifier, "--no-progress", "--chunk-rows", "8"])
-    assert scored.exit_code == 0, scored.output[-3000:]
+    # a process of its own with its own local Ray: the session's serving app may hold this pytest's Ray
+    scored = run_cli("score", str(package.root), "--input", str(scored_input), "--output", str(job), "--submit",
+                     "--verifier", verifier, "--no-progress", "--chunk-rows", "8", env=env, timeout=600)
+    assert scored.returncode == 0, (scored.stdout + scored.stderr)[-3000:]
     results = pq.read_table(job / "results.parquet").to_pylist()
     assert {row["attestation"] for row in results} == {"anchored"}
     rows_of = Counter(row["proof_id"] for row in results)
