@@ -90,6 +90,9 @@ class IngressSettings(ExposedSettings):
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3,
                                    description="Largest request accepted; bigger ones get RESOURCE_EXHAUSTED.")
     http_port: int = _port("Port of the KServe v2 REST (Open Inference Protocol over HTTP) endpoint, same host.", 8000)
+    max_queued_proofs_per_key: int = Field(256, ge=0, le=10**7, description="Unfinished proofs one API key may "
+                                                                            "have in the app (with auth on); 0: no "
+                                                                            "bound beyond serving.max_queued_proofs.")
 
 
 class ServingSettings(SettingsSection):

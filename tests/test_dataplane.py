@@ -64,6 +64,37 @@ def test_the_proof_queue_is_bounded(tmp_path):
     asyncio.run(scenario())
 
 
+def test_each_api_key_has_its_share_of_the_proof_queue(tmp_path):
+    """With auth on, one key cannot fill the whole queue: past its share it gets RESOURCE_EXHAUSTED
+    while another key (and attest=none) still gets through; a finished proof frees its slot."""
+    from serve.security import ANONYMOUS, Guard, Principal
+
+    service = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8, max_queued_per_key=1)
+    guard = Guard(auth_enabled=False, store=None)
+    alice, bob = (Principal(k, frozenset({"predict"})) for k in ("alice", "bob"))
+
+    def job(proof_id: str) -> ProofJob:
+        return ProofJob(proof_id, "m", {"x": np.zeros((1, 4), np.float32)}, {"y": np.zeros((1, 2), np.float32)})
+
+    async def as_caller(principal, proof_id: str):
+        guard.scope(principal)  # what Ingress.admit does for each call (each in its own task)
+        service.admit("m")
+        return await service.create(SPEC, job(proof_id))
+
+    async def scenario():
+        await asyncio.create_task(as_caller(alice, "a1"))
+        with pytest.raises(errors.ResourceExhausted, match="API key alice has 1 proofs queued"):
+            await asyncio.create_task(as_caller(alice, "a2"))
+        await asyncio.create_task(as_caller(bob, "b1"))  # another key: its own share
+        for n in range(3):  # anonymous callers (auth off) are bound only by the whole queue
+            await asyncio.create_task(as_caller(ANONYMOUS, f"n{n}"))
+        await service._fail(job("a1"), "test: finished", "test")  # a finished proof frees alice's slot
+        await asyncio.create_task(as_caller(alice, "a3"))
+
+    asyncio.run(scenario())
+    service.close()
+
+
 def test_records_and_jobs_survive_for_a_restarted_owner(tmp_path):
     async def first_life():
         service = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8)

@@ -85,7 +85,8 @@ def _security(zkserve: dict, insecure_no_auth: bool) -> dict:
             "keys_file": str(keys_path(zkserve["state_dir"], ingress["keys_file"])),
             "requests_per_s": float(ingress["requests_per_s"]), "burst_s": float(ingress["burst_s"]),
             "tls_cert_file": ingress.get("tls_cert_file"), "tls_key_file": ingress.get("tls_key_file"),
-            "max_streams": int(ingress["max_streams"]), "stream_max_s": float(ingress["stream_max_s"])}
+            "max_streams": int(ingress["max_streams"]), "stream_max_s": float(ingress["stream_max_s"]),
+            "max_queued_proofs_per_key": int(ingress["max_queued_proofs_per_key"])}
 
 
 def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visible: bool = False,

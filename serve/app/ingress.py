@@ -172,7 +172,7 @@ class Ingress:
             infer = {name: model.predict for name, model in self.models.items()}
         self.proofs = ProofService(settings["proofs_dir"], specs, provers, int(settings["max_queued_proofs"]),
                                    settings.get("verifier_target"), settings.get("proofs_in_flight"),
-                                   settings.get("verifier_client"))
+                                   settings.get("verifier_client"), settings["security"]["max_queued_proofs_per_key"])
         self.plane = DataPlane(specs, infer, self.proofs, AttestMode(settings["default_attest"]))
         await self.proofs.requeue_unfinished()
         security = settings["security"]
@@ -283,6 +283,9 @@ class Ingress:
             path = context.url.path
         principal = self.guard.authenticate(metadata, path)
         self.guard.admit(principal, method)
+        # each gRPC call and REST request runs in its own task (a copied context): the principal
+        # stays with this call, for the proof queue's per-key bound
+        self.guard.scope(principal)
 
     # === inference.GRPCInferenceService ============================================================
     @grpc_method(oip_pb.ServerLiveResponse, open_to_all=True)

@@ -29,7 +29,7 @@ PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, 
 class ProofService:
     def __init__(self, root: str, specs: Mapping[str, ModelSpec], provers: Mapping[str, object],
                  max_queued: int, verifier_target: str | None = None, in_flight: Mapping[str, int] | None = None,
-                 verifier_client: Mapping | None = None):
+                 verifier_client: Mapping | None = None, max_queued_per_key: int = 0):
         self.files = ProofFiles(root)
         # (model name, model_id) -> DeploymentHandle of its Prover: a new version of a name (a new
         # model_id) gets its own prover while the old one finishes the proofs it was given
@@ -53,19 +53,41 @@ class ProofService:
         self._tasks: set[asyncio.Task] = set()
         self._verifier = None
         self._unfinished = {pid for pid, r in self.records.items() if not r.status.finished}
+        self.max_queued_per_key = int(max_queued_per_key)
+        self._owners: dict[str, str] = {}  # unfinished proof id -> API key id that asked for it
 
     # --- the life of a proof ----------------------------------------------------------------------
     def admit(self, model: str) -> None:
-        """ResourceExhausted when the queue of unfinished proofs is full (checked before any work)."""
+        """ResourceExhausted when the queue of unfinished proofs is full, or the calling API key's
+        share of it (checked before any work; anonymous callers, with auth off, share the whole)."""
         unfinished = len(self._unfinished)
         if unfinished >= self.max_queued:
             metrics.proofs_refused().inc(tags={"model": model, "code": "RESOURCE_EXHAUSTED"})
             raise ResourceExhausted(f"{unfinished} proofs are queued, the limit is {self.max_queued} "
                                     f"(zkserve.serving.max_queued_proofs); retry later, or use attest=none")
+        key = self._caller()
+        if key is not None and self.max_queued_per_key > 0:
+            mine = sum(1 for owner in self._owners.values() if owner == key)
+            if mine >= self.max_queued_per_key:
+                metrics.proofs_refused().inc(tags={"model": model, "code": "RESOURCE_EXHAUSTED"})
+                raise ResourceExhausted(f"API key {key} has {mine} proofs queued, its limit "
+                                        f"(zkserve.ingress.max_queued_proofs_per_key); wait for some to finish "
+                                        f"(WatchProof) and retry")
+
+    @staticmethod
+    def _caller() -> str | None:
+        """The API key of the current call; None for anonymous callers (auth off)."""
+        from serve.security import ANONYMOUS, current_principal
+
+        principal = current_principal()
+        return None if principal is None or principal is ANONYMOUS else principal.key_id
 
     async def create(self, spec: ModelSpec, job: ProofJob) -> ProofRecord:
         """The QUEUED record, on disk with its job before the caller answers."""
         record = ProofRecord(job.proof_id, spec.name, spec.model_id, ProofStatus.QUEUED, job.rows)
+        key = self._caller()
+        if key is not None:
+            self._owners[job.proof_id] = key
         self.files.append_job(job, record)  # one appended line: the job and its record
         await self._put(record)
         return record
@@ -227,6 +249,7 @@ class ProofService:
         self.records[record.proof_id] = record.evolve(proof=b"")
         if record.status.finished:
             self._unfinished.discard(record.proof_id)
+            self._owners.pop(record.proof_id, None)
         else:
             self._unfinished.add(record.proof_id)
         metrics.proof_queue_depth().set(len(self._unfinished))
