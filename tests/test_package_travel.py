@@ -37,7 +37,11 @@ def test_a_replica_loads_from_its_node_cache(mlp_package, tmp_path, monkeypatch)
     assert spec.onnx_path == str(loaded.onnx_path)
 
 
-def test_specs_built_without_ray_refuse_to_load(demo_packages):
+def test_specs_built_without_ray_refuse_to_load(demo_packages, monkeypatch):
+    import ray
+
+    # a driver with no Ray (the suite's own serving app may have Ray up in this process)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     spec = resolve_models(["demo-mlp"])["demo-mlp"]
     assert spec.package is None
     with pytest.raises(PackageError, match="not put in the object store"):
