@@ -132,6 +132,13 @@ def grpc_method(response_type, open_to_all: bool = False):
     return decorate
 
 
+def _serving(service: str) -> health_pb2.HealthCheckResponse:
+    """SERVING for the services this replica serves (all of them while it is up)."""
+    if service not in SERVED_SERVICES:
+        raise NotFound(f"unknown service {service!r}")
+    return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
 # KServe v2 REST routes: (method, pattern) -> handler name
 ROUTES = [
     ("GET", re.compile(r"^/v2/health/live$"), "rest_live"),
@@ -393,9 +400,7 @@ class Ingress:
     # === grpc.health.v1.Health =====================================================================
     @grpc_method(health_pb2.HealthCheckResponse, open_to_all=True)
     async def Check(self, request, grpc_context):
-        if request.service not in SERVED_SERVICES:
-            raise NotFound(f"unknown service {request.service!r}")
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+        return _serving(request.service)
 
     @grpc_method(health_pb2.HealthListResponse, open_to_all=True)
     async def List(self, request, grpc_context):
@@ -407,9 +412,7 @@ class Ingress:
     @grpc_method(health_pb2.HealthCheckResponse, open_to_all=True)
     async def Watch(self, request, grpc_context):
         # One answer, then the end of the stream: this replica is SERVING while Ray routes to it.
-        if request.service not in SERVED_SERVICES:
-            raise NotFound(f"unknown service {request.service!r}")
-        yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+        yield _serving(request.service)
 
     # === KServe v2 REST ============================================================================
     async def handle_rest(self, request):

@@ -151,12 +151,7 @@ def decode_request(message: oip.ModelInferRequest, limits: Limits = Limits(), si
 
 def encode_request(request: InferRequest, raw: bool = True) -> oip.ModelInferRequest:
     message = oip.ModelInferRequest(model_name=request.model, model_version=request.version, id=request.id)
-    for tensor in request.inputs:
-        item = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
-        if raw:
-            message.raw_input_contents.append(_raw_bytes(tensor))
-        else:
-            _to_contents(item, tensor.data, tensor.datatype)
+    _add_tensors(message.inputs, message.raw_input_contents, request.inputs, raw)
     for name in request.outputs:
         message.outputs.add(name=name)
     if request.attest is not None:
@@ -171,13 +166,19 @@ def encode_response(response: InferResponse) -> oip.ModelInferResponse:
     message = oip.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
     for key, value in response.parameters.items():
         set_parameter(message.parameters, key, value)
-    for tensor in response.outputs:
-        item = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
+    _add_tensors(message.outputs, message.raw_output_contents, response.outputs, raw)
+    return message
+
+
+def _add_tensors(items, raw_contents, tensors, raw: bool) -> None:
+    """Tensors into a request's inputs or a response's outputs: raw bytes beside the message,
+    or typed contents inside each tensor."""
+    for tensor in tensors:
+        item = items.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
         if raw:
-            message.raw_output_contents.append(_raw_bytes(tensor))
+            raw_contents.append(_raw_bytes(tensor))
         else:
             _to_contents(item, tensor.data, tensor.datatype)
-    return message
 
 
 def decode_response(message: oip.ModelInferResponse) -> InferResponse:
