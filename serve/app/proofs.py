@@ -20,6 +20,7 @@ from serve.app.prover import ProofOutcome
 from serve.app.store import ProofFiles, ProofJob
 from serve.errors import ResourceExhausted
 from serve.protocol.types import ProofRecord, ProofStatus
+from serve.security import ANONYMOUS, current_principal
 
 logger = logging.getLogger("ray.serve")
 ModelKey = tuple[str, str]  # (model name, model_id): one served version of a model
@@ -55,6 +56,7 @@ class ProofService:
         self._unfinished = {pid for pid, r in self.records.items() if not r.status.finished}
         self.max_queued_per_key = int(max_queued_per_key)
         self._owners: dict[str, str] = {}  # unfinished proof id -> API key id that asked for it
+        self._per_key: Counter[str] = Counter()  # API key id -> its unfinished proofs (checked per request)
 
     # --- the life of a proof ----------------------------------------------------------------------
     def admit(self, model: str) -> None:
@@ -67,7 +69,7 @@ class ProofService:
                                     f"(zkserve.serving.max_queued_proofs); retry later, or use attest=none")
         key = self._caller()
         if key is not None and self.max_queued_per_key > 0:
-            mine = sum(1 for owner in self._owners.values() if owner == key)
+            mine = self._per_key[key]
             if mine >= self.max_queued_per_key:
                 metrics.proofs_refused().inc(tags={"model": model, "code": "RESOURCE_EXHAUSTED"})
                 raise ResourceExhausted(f"API key {key} has {mine} proofs queued, its limit "
@@ -77,8 +79,6 @@ class ProofService:
     @staticmethod
     def _caller() -> str | None:
         """The API key of the current call; None for anonymous callers (auth off)."""
-        from serve.security import ANONYMOUS, current_principal
-
         principal = current_principal()
         return None if principal is None or principal is ANONYMOUS else principal.key_id
 
@@ -88,6 +88,7 @@ class ProofService:
         key = self._caller()
         if key is not None:
             self._owners[job.proof_id] = key
+            self._per_key[key] += 1
         self.files.append_job(job, record)  # one appended line: the job and its record
         await self._put(record)
         return record
@@ -249,7 +250,9 @@ class ProofService:
         self.records[record.proof_id] = record.evolve(proof=b"")
         if record.status.finished:
             self._unfinished.discard(record.proof_id)
-            self._owners.pop(record.proof_id, None)
+            owner = self._owners.pop(record.proof_id, None)
+            if owner is not None:
+                self._per_key[owner] -= 1
         else:
             self._unfinished.add(record.proof_id)
         metrics.proof_queue_depth().set(len(self._unfinished))
