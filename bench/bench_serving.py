@@ -8,6 +8,13 @@
 Clients are threads, one channel each. Prints a table and writes bench/results/serving.json;
 each `ratio` is service / baseline (for latency: async / none).
 
+Side by side means interleaved: on a shared 2-core VM the same loop runs 20-30% faster or
+slower from one minute to the next, more than the differences measured. So each prediction
+point alternates short windows of the service and the baseline (order flipped every round),
+latency alternates rounds of none and async calls (the proofs queued by async rounds run in
+the background during both), and each proof point is bracketed by bare-loop windows just
+before and after it, the baseline being their mean.
+
 usage: .venv/bin/python bench/bench_serving.py [--seconds 4] [--proof-seconds 15] [--burst 10]
 """
 
@@ -110,27 +117,71 @@ def closed_loop(address: str, clients: int, seconds: float, attest: str) -> floa
     return sum(done) / seconds
 
 
-def prover_loop(package, seconds: float) -> float:
+class ProverLoop:
     """The bare circuits.Prover loop, in its own process at the service's prover priority (see
-    serve/app/cpu.py): on a shared machine the ratio then measures the service, not the scheduler."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_prover_loop, (str(package.root), seconds))
+    serve/app/cpu.py): on a shared machine the ratio then measures the service, not the scheduler.
+    The process and its loaded Prover live across windows, so each window is proving only."""
+
+    def __init__(self, package):
+        self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=_load_prover,
+                                                               initargs=(str(package.root),))
+        self.windows: list[float] = []
+
+    def rate(self, seconds: float) -> float:
+        """Proofs/s over one window of about ``seconds``."""
+        rate = self._pool.apply(_prove_for, (seconds,))
+        self.windows.append(rate)
+        return rate
+
+    def close(self) -> None:
+        self._pool.terminate()
 
 
-def _prover_loop(package_root: str, seconds: float) -> float:
+_PROVER = None
+
+
+def _load_prover(package_root: str) -> None:
+    global _PROVER
     from circuits import CircuitPackage, Prover
     from serve.app.cpu import run_when_idle
 
     run_when_idle()
-    prover = Prover(CircuitPackage.load(package_root))
-    rows = np.random.default_rng(1).uniform(-1, 1, (1, 16)).astype(np.float32)
-    prover.prove(rows)  # warm the page cache, as the service's replicas are warm
+    _PROVER = Prover(CircuitPackage.load(package_root))
+    _PROVER.prove(_ROWS)  # warm the page cache, as the service's replicas are warm
+
+
+_ROWS = np.random.default_rng(1).uniform(-1, 1, (1, 16)).astype(np.float32)
+
+
+def _prove_for(seconds: float) -> float:
     began, count = time.perf_counter(), 0
     while time.perf_counter() - began < seconds:
-        prover.prove(rows)
+        _PROVER.prove(_ROWS)
         count += 1
     return count / (time.perf_counter() - began)
+
+
+def bracketed(loop: ProverLoop, seconds: float, measure) -> tuple[float, float]:
+    """``measure()`` between two bare-loop windows; returns (its result, the loop's mean rate)."""
+    before = loop.rate(seconds)
+    result = measure()
+    after = loop.rate(seconds)
+    return result, (before + after) / 2
+
+
+def interleaved(service: str, baseline: str, clients: int, seconds: float, rounds: int) -> tuple[float, float]:
+    """Predictions/s of the service and the baseline, each over ``seconds`` in total, measured in
+    ``rounds`` alternating windows (the order flipped every round)."""
+    ours = theirs = 0.0
+    for round_ in range(rounds):
+        order = (service, baseline) if round_ % 2 == 0 else (baseline, service)
+        for address in order:
+            rate = closed_loop(address, clients, seconds / rounds, "none")
+            if address == service:
+                ours += rate / rounds
+            else:
+                theirs += rate / rounds
+    return ours, theirs
 
 
 def wait_ready(address: str, timeout_s: float = 300) -> None:
@@ -179,17 +230,23 @@ def service_and_plain_server(package):
             plain.terminate()
 
 
-def sequential_latency_ms(address: str, attest: str, calls: int) -> float:
-    """Mean latency of back-to-back calls from one client (the proof, if any, is not waited for)."""
+def sequential_latency_ms(address: str, calls: int, rounds: int = 10) -> dict[str, float]:
+    """Mean latency of back-to-back calls from one client, attest=none and attest=async in
+    alternating rounds of calls // rounds each (the proofs are not waited for)."""
     stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address))
     rng = np.random.default_rng(2)
-    requests = [request_for(rng.uniform(-1, 1, (1, 16)).astype(np.float32), attest) for _ in range(calls)]
-    for request in requests[:20]:
+    requests = {attest: [request_for(rng.uniform(-1, 1, (1, 16)).astype(np.float32), attest)
+                         for _ in range(calls // rounds)] for attest in ("none", "async")}
+    for request in requests["none"][:20]:
         stub.ModelInfer(request, timeout=60)  # warm the channel
-    began = time.perf_counter()
-    for request in requests:
-        stub.ModelInfer(request, timeout=60)
-    return (time.perf_counter() - began) / calls * 1000
+    spent = {"none": 0.0, "async": 0.0}
+    for round_ in range(rounds):
+        for attest in (("none", "async") if round_ % 2 == 0 else ("async", "none")):
+            began = time.perf_counter()
+            for request in requests[attest]:
+                stub.ModelInfer(request, timeout=60)
+            spent[attest] += time.perf_counter() - began
+    return {attest: seconds / (rounds * (calls // rounds)) * 1000 for attest, seconds in spent.items()}
 
 
 def proof_counts(address: str) -> tuple[int, int]:
@@ -235,43 +292,53 @@ def async_burst(address: str, clients: int, per_client: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measuring window per point")
-    parser.add_argument("--proof-seconds", type=float, default=15.0)
-    parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per point and side")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating windows per prediction point")
+    parser.add_argument("--proof-seconds", type=float, default=15.0, help="service window per proof point")
+    parser.add_argument("--loop-seconds", type=float, default=8.0, help="each bare-loop window around it")
+    parser.add_argument("--latency-calls", type=int, default=400)
     parser.add_argument("--burst", type=int, default=10, help="async requests per client in the burst (32 clients)")
     args = parser.parse_args()
 
     from circuits.demo import ensure_demo_packages
 
     package = ensure_demo_packages([MODEL])[MODEL]
-    results: dict = {"model": MODEL, "seconds_per_point": args.seconds, "proof_seconds_per_point": args.proof_seconds,
+    results: dict = {"model": MODEL, "seconds_per_point": args.seconds, "rounds": args.rounds,
+                     "proof_seconds_per_point": args.proof_seconds, "loop_seconds_per_window": args.loop_seconds,
                      "load_before": os.getloadavg(), "predictions_per_s": {}, "latency_ms": {}, "proofs_per_s": {}}
 
     with service_and_plain_server(package) as (service, baseline, plain):
         for clients in CONCURRENCY:
-            ours = closed_loop(service, clients, args.seconds, "none")
-            theirs = closed_loop(baseline, clients, args.seconds, "none")
+            closed_loop(service, clients, 1.0, "none")  # warm both sides at this concurrency
+            closed_loop(baseline, clients, 1.0, "none")
+            ours, theirs = interleaved(service, baseline, clients, args.seconds, args.rounds)
             results["predictions_per_s"][str(clients)] = {"service": ours, "plain_grpc_ort": theirs,
                                                           "ratio": ours / theirs}
             print(f"predictions  clients={clients:>2}  service {ours:8.1f}/s  plain grpcio+ORT {theirs:8.1f}/s  "
                   f"ratio {ours / theirs:.2f}")
         plain.terminate()
         plain.join()
-        none_ms = sequential_latency_ms(service, "none", args.latency_calls)
-        async_ms = sequential_latency_ms(service, "async", args.latency_calls)
+        latency = sequential_latency_ms(service, args.latency_calls)
+        none_ms, async_ms = latency["none"], latency["async"]
         results["latency_ms"] = {"attest_none": none_ms, "attest_async": async_ms, "ratio": async_ms / none_ms}
         print(f"latency      attest=none {none_ms:.2f} ms  attest=async {async_ms:.2f} ms  "
               f"ratio {async_ms / none_ms:.2f}")
         wait_drained(service)  # the async calls above left proofs queued
 
-        loop_rate = prover_loop(package, args.proof_seconds)
-        for clients in CONCURRENCY:
-            ours = closed_loop(service, clients, args.proof_seconds, "sync")
-            results["proofs_per_s"][f"sync_{clients}"] = {"service": ours, "prover_loop": loop_rate,
-                                                          "ratio": ours / loop_rate}
-            print(f"proofs sync  clients={clients:>2}  service {ours:8.2f}/s  Prover loop {loop_rate:8.2f}/s  "
-                  f"ratio {ours / loop_rate:.2f}")
-        burst = async_burst(service, 32, args.burst)
+        loop = ProverLoop(package)
+        try:
+            for clients in CONCURRENCY:
+                ours, loop_rate = bracketed(loop, args.loop_seconds,
+                                            lambda c=clients: closed_loop(service, c, args.proof_seconds, "sync"))
+                results["proofs_per_s"][f"sync_{clients}"] = {"service": ours, "prover_loop": loop_rate,
+                                                              "ratio": ours / loop_rate}
+                print(f"proofs sync  clients={clients:>2}  service {ours:8.2f}/s  Prover loop {loop_rate:8.2f}/s  "
+                      f"ratio {ours / loop_rate:.2f}")
+            wait_drained(service)
+            burst, loop_rate = bracketed(loop, args.loop_seconds, lambda: async_burst(service, 32, args.burst))
+            results["prover_loop_windows"] = loop.windows
+        finally:
+            loop.close()
         burst["prover_loop"], burst["ratio"] = loop_rate, burst["proofs_per_s"] / loop_rate
         results["proofs_per_s"]["async_burst_32_clients"] = burst
         print(f"proofs async burst of {burst['requests']}: accepted in {burst['accepted_in_s']:.1f} s, all proven in "

@@ -39,6 +39,9 @@ class BatchedModel:
         return list(self.session.get_providers())
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._draining and self._last_run_ms < INLINE_RUN_MS:
+            # idle and quick: run now, in this call (no task, no future; nothing waits behind it)
+            return self._run([inputs])[0]
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((inputs, len(next(iter(inputs.values()))), future))
@@ -82,6 +85,8 @@ class BatchedModel:
         self._last_run_ms = (time.perf_counter() - started) * 1000
         if self.observe is not None:
             self.observe(self._last_run_ms, sum(rows))
+        if len(requests) == 1:
+            return [dict(zip(self.output_names, results, strict=True))]
         bounds = np.cumsum([0, *rows])
         return [{name: np.asarray(result[start:end]) for name, result in zip(self.output_names, results, strict=False)}
                 for start, end in zip(bounds[:-1], bounds[1:], strict=False)]

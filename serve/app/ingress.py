@@ -93,8 +93,7 @@ def grpc_method(response_type, open_to_all: bool = False):
                 grpc_context.set_details(_incident(name))
 
         def count(request, error: BaseException | None) -> None:
-            metrics.requests().inc(tags={"protocol": "grpc", "method": name, "model": _model_of(request),
-                                         "code": code_name(error)})
+            metrics.count_request("grpc", name, _model_of(request), code_name(error))
 
         if inspect.isasyncgenfunction(method):
 
@@ -282,6 +281,8 @@ class Ingress:
     def admit(self, context, method: str) -> None:
         """Authentication, the method's right and the key's quota: once per call, before any
         adapter (health stays open). ``context`` is the gRPC context or the HTTP request."""
+        if not self.guard.auth_enabled and self.guard.requests_per_s <= 0:
+            return  # nothing to check: every caller is anonymous and unmetered
         if hasattr(context, "invocation_metadata"):
             metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
             path = GRPC_PATHS.get(method, method)
@@ -438,8 +439,7 @@ class Ingress:
             error = raised
             message = raised.message if isinstance(raised, ServeError) else _incident(handler)
             status, body = http_status(raised), {"error": message}
-        metrics.requests().inc(tags={"protocol": "rest", "method": handler, "model": params.get("model", ""),
-                                     "code": code_name(error)})
+        metrics.count_request("rest", handler, params.get("model", ""), code_name(error))
         if isinstance(body, Response):
             return body
         headers = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class TensorSpec:
     def row_elements(self) -> int:
         return math.prod(self.row_shape)
 
-    @property
+    @cached_property
     def numpy_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
@@ -79,6 +80,10 @@ class ModelSpec:
             input_domain=package.input_domain,
             package=source,
         )
+
+    @cached_property
+    def inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.inputs}
 
     def load_package(self) -> CircuitPackage:
         """The package from this node's cache (materialised from the object store on first use)."""

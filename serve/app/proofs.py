@@ -50,6 +50,7 @@ class ProofService:
         self._slots = {(name, spec.model_id): asyncio.Semaphore(max(1, int((in_flight or {}).get(name, 2))))
                        for name, spec in specs.items()}
         self._changed: asyncio.Condition | None = None
+        self._watchers = 0  # coroutines waiting on _changed
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="proof-store")  # one writer: writes stay in order
         self._tasks: set[asyncio.Task] = set()
         self._verifier = None
@@ -194,8 +195,12 @@ class ProofService:
         """Waits until every proof already given to the model ``key`` has finished, then forgets
         its prover (the caller then deletes the prover's deployment). A caller's timeout leaves
         the prover in place, still finishing."""
-        async with self._condition():
-            await self._condition().wait_for(lambda: not self.unfinished(key))
+        self._watchers += 1
+        try:
+            async with self._condition():
+                await self._condition().wait_for(lambda: not self.unfinished(key))
+        finally:
+            self._watchers -= 1
         self.provers.pop(key, None)
         self._slots.pop(key, None)
 
@@ -214,11 +219,15 @@ class ProofService:
             record = self.records.get(proof_id)
             return record is None or record.status is not known
 
-        async with self._condition():
-            try:
-                await asyncio.wait_for(self._condition().wait_for(moved), timeout_s)
-            except TimeoutError:
-                pass
+        self._watchers += 1
+        try:
+            async with self._condition():
+                try:
+                    await asyncio.wait_for(self._condition().wait_for(moved), timeout_s)
+                except TimeoutError:
+                    pass
+        finally:
+            self._watchers -= 1
         return self.get(proof_id)
 
     def counts(self) -> dict[str, Counter]:
@@ -247,7 +256,7 @@ class ProofService:
         the job log (a restart proves it again), so QUEUED and PROVING cost no disk write."""
         if record.status.finished:
             await self._write(self.files.save_record, record)
-        self.records[record.proof_id] = record.evolve(proof=b"")
+        self.records[record.proof_id] = record.evolve(proof=b"") if record.proof else record
         if record.status.finished:
             self._unfinished.discard(record.proof_id)
             owner = self._owners.pop(record.proof_id, None)
@@ -255,9 +264,10 @@ class ProofService:
                 self._per_key[owner] -= 1
         else:
             self._unfinished.add(record.proof_id)
-        metrics.proof_queue_depth().set(len(self._unfinished))
-        async with self._condition():
-            self._condition().notify_all()
+        metrics.tally().set_gauge("proof_queue_depth", len(self._unfinished))
+        if self._watchers:  # WatchProof streams and retirements; most puts have none to wake
+            async with self._condition():
+                self._condition().notify_all()
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

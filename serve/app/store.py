@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from serve.files import write_atomically
 from serve.protocol.types import ProofRecord
@@ -78,8 +79,8 @@ class ProofFiles:
         return pending
 
     def append_job(self, job: ProofJob, record: ProofRecord) -> None:
-        line = json.dumps({"record": record.to_dict(), "job": job.to_json()})
-        self._log.write(line.encode() + b"\n")
+        # orjson: a tenth of json.dumps's time, on the response path of every attested request
+        self._log.write(orjson.dumps({"record": record.to_dict(), "job": job.to_json()}) + b"\n")
         self._log.flush()
         self._pending[job.proof_id] = (record, job)
 

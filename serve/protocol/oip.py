@@ -8,6 +8,7 @@ each element.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -84,7 +85,7 @@ def encode_bytes_elements(items) -> bytes:
 
 def _from_raw(name: str, datatype: str, shape: tuple[int, ...], data: bytes) -> np.ndarray:
     dtype = numpy_dtype(datatype, name)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: checked_shape bounded it already
     if datatype == "BYTES":
         return decode_bytes_elements(name, data, count).reshape(shape)
     want = count * dtype.itemsize
@@ -100,7 +101,7 @@ def _from_typed(name: str, datatype: str, shape: tuple[int, ...], contents: oip.
         raise InvalidArgument(f"input {name!r}: {datatype} has no typed contents field in the protocol; "
                               f"send it as raw_input_contents")
     values = getattr(contents, CONTENTS_FIELD[datatype])
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)
     if len(values) != count:
         raise InvalidArgument(f"input {name!r}: contents hold {len(values)} values, shape {list(shape)} needs {count}")
     if datatype == "BYTES":
@@ -130,21 +131,21 @@ def _raw_bytes(tensor: Tensor) -> bytes:
 def decode_request(message: oip.ModelInferRequest, limits: Limits = Limits(), size: int | None = None) -> InferRequest:
     """The neutral request; InvalidArgument / PayloadTooLarge naming what is wrong."""
     limits.check_bytes(message.ByteSize() if size is None else size)
-    raw = list(message.raw_input_contents)
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs")
+    raw, tensors = message.raw_input_contents, message.inputs  # read once: each access builds a view
+    if raw and len(raw) != len(tensors):
+        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs")
     budget = [limits.max_elements]
     inputs = []
-    for index, tensor in enumerate(message.inputs):
-        shape = checked_shape(tensor.name, tensor.shape, limits, budget)
-        numpy_dtype(tensor.datatype, tensor.name)
-        data = (_from_raw(tensor.name, tensor.datatype, shape, raw[index]) if raw
-                else _from_typed(tensor.name, tensor.datatype, shape, tensor.contents))
-        inputs.append(Tensor(tensor.name, tensor.datatype, data))
+    for index, tensor in enumerate(tensors):
+        name, datatype = tensor.name, tensor.datatype
+        shape = checked_shape(name, tensor.shape, limits, budget)
+        data = (_from_raw(name, datatype, shape, raw[index]) if raw
+                else _from_typed(name, datatype, shape, tensor.contents))
+        inputs.append(Tensor(name, datatype, data))
     attest = None
-    if "attest" in message.parameters:
-        value = parameter_value(message.parameters["attest"])
-        attest = AttestMode.parse(value)
+    parameters = message.parameters
+    if "attest" in parameters:
+        attest = AttestMode.parse(parameter_value(parameters["attest"]))
     return InferRequest(model=message.model_name, version=message.model_version, id=message.id, inputs=tuple(inputs),
                         outputs=tuple(o.name for o in message.outputs), attest=attest, raw_output=bool(raw))
 
@@ -164,8 +165,9 @@ def encode_response(response: InferResponse) -> oip.ModelInferResponse:
     """Raw contents when the request came raw (or any output is FP16), typed otherwise."""
     raw = response.raw_output or any(t.datatype == "FP16" for t in response.outputs)
     message = oip.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+    parameters = message.parameters
     for key, value in response.parameters.items():
-        set_parameter(message.parameters, key, value)
+        set_parameter(parameters, key, value)
     _add_tensors(message.outputs, message.raw_output_contents, response.outputs, raw)
     return message
 

@@ -8,8 +8,8 @@ anything is allocated (``Limits``).
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -32,10 +32,16 @@ class AttestMode(StrEnum):
         if not isinstance(value, str):
             raise InvalidArgument(f"request parameter 'attest' must be a string (none, async or sync), "
                                   f"not {type(value).__name__}")
+        mode = _ATTEST_MODES.get(value)  # the exact spelling: a dict lookup, no Enum call
+        if mode is not None:
+            return mode
         try:
             return cls(value.strip().lower())
         except ValueError:
             raise InvalidArgument(f"request parameter 'attest' must be none, async or sync, not {value!r}") from None
+
+
+_ATTEST_MODES = {mode.value: mode for mode in AttestMode}
 
 
 class ProofStatus(StrEnum):
@@ -105,10 +111,10 @@ class Limits:
 def checked_shape(name: str, shape, limits: Limits, budget: list[int] | None = None) -> tuple[int, ...]:
     """The shape as ints, refused when a dimension is negative or the element count is over the
     bound (checked with Python ints, so a huge shape cannot overflow into a small one)."""
-    dims = tuple(int(d) for d in shape)
+    dims = tuple(map(int, shape))
     if len(dims) > MAX_DIMENSIONS:
         raise InvalidArgument(f"tensor {name!r} has {len(dims)} dimensions; at most {MAX_DIMENSIONS}")
-    if any(d < 0 for d in dims):
+    if dims and min(dims) < 0:
         raise InvalidArgument(f"tensor {name!r} has shape {list(dims)}: dimensions must be >= 0")
     count = math.prod(dims)
     left = budget[0] if budget is not None else limits.max_elements
@@ -188,7 +194,8 @@ class InferResponse:
 
 
 def new_proof_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits, 32 hex digits (a uuid4's hex without its six fixed bits)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True)

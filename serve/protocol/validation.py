@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 def check_inputs(request: InferRequest, spec: ModelSpec) -> dict[str, np.ndarray]:
     """Inputs by name, as the model's dtypes; InvalidArgument naming the first problem."""
-    expected = {t.name: t for t in spec.inputs}
+    expected = spec.inputs_by_name
     if len(request.inputs) != len(expected):
         raise InvalidArgument(f"model {spec.name} takes {len(expected)} input(s) ({', '.join(expected)}), "
                               f"got {len(request.inputs)}")
@@ -39,13 +40,17 @@ def check_inputs(request: InferRequest, spec: ModelSpec) -> dict[str, np.ndarray
             raise InvalidArgument(f"inputs disagree on the batch size ({rows} vs {shape[0]} rows)")
         rows = shape[0]
         array = tensor.data
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # a finite sum means every element is finite (NaN and inf propagate); only a sum that
+        # is not (an overflow, or a real NaN/inf) needs the element-wise check
+        if array.dtype.kind == "f" and not math.isfinite(array.sum()) and not np.isfinite(array).all():
             raise InvalidArgument(f"input {tensor.name!r} holds NaN or infinite values")
         arrays[tensor.name] = np.asarray(array, dtype=target.numpy_dtype)
     return arrays
 
 
 def check_outputs(request: InferRequest, spec: ModelSpec, extra: tuple[str, ...] = ()) -> None:
+    if not request.outputs:  # all of them: nothing to check
+        return
     known = {t.name for t in spec.outputs} | set(extra)
     if unknown := [name for name in request.outputs if name not in known]:
         raise InvalidArgument(f"model {spec.name} has no output named {', '.join(map(repr, unknown))}; "
