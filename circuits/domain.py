@@ -85,13 +85,11 @@ class InputDomain:
         flat = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1) if len(rows) else np.zeros((0, 0))
         if flat.shape[1:] and flat.shape[1] != bounds.low.size:
             raise DomainError(f"input {name!r}: rows have {flat.shape[1]} features, the domain {bounds.low.size}")
-        if (flat >= bounds.low).all() and (flat <= bounds.high).all():
-            return None  # every value inside (NaN compares False, so it never gets here)
-        # written as "not inside" so that NaN, which compares False with everything, is outside
-        outside = ~((flat >= bounds.low) & (flat <= bounds.high))
-        if not outside.any():
+        # "inside" compares False for NaN, which is therefore outside
+        inside = (flat >= bounds.low) & (flat <= bounds.high)
+        if inside.all():
             return None
-        row, feature = (int(i) for i in np.argwhere(outside)[0])
+        row, feature = (int(i) for i in np.argwhere(~inside)[0])
         return DomainViolation(name, row, feature, float(flat[row, feature]), float(bounds.low[feature]),
                                float(bounds.high[feature]), self.model)
 

@@ -8,6 +8,7 @@ status goes through here and is written to disk (``serve.app.store``) before any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -195,12 +196,8 @@ class ProofService:
         """Waits until every proof already given to the model ``key`` has finished, then forgets
         its prover (the caller then deletes the prover's deployment). A caller's timeout leaves
         the prover in place, still finishing."""
-        self._watchers += 1
-        try:
-            async with self._condition():
-                await self._condition().wait_for(lambda: not self.unfinished(key))
-        finally:
-            self._watchers -= 1
+        async with self._watching() as changed:
+            await changed.wait_for(lambda: not self.unfinished(key))
         self.provers.pop(key, None)
         self._slots.pop(key, None)
 
@@ -219,15 +216,11 @@ class ProofService:
             record = self.records.get(proof_id)
             return record is None or record.status is not known
 
-        self._watchers += 1
-        try:
-            async with self._condition():
-                try:
-                    await asyncio.wait_for(self._condition().wait_for(moved), timeout_s)
-                except TimeoutError:
-                    pass
-        finally:
-            self._watchers -= 1
+        async with self._watching() as changed:
+            try:
+                await asyncio.wait_for(changed.wait_for(moved), timeout_s)
+            except TimeoutError:
+                pass
         return self.get(proof_id)
 
     def counts(self) -> dict[str, Counter]:
@@ -246,6 +239,16 @@ class ProofService:
         if self._changed is None:  # created on the replica's loop, on first use
             self._changed = asyncio.Condition()
         return self._changed
+
+    @contextlib.asynccontextmanager
+    async def _watching(self):
+        """The change condition, held; counted so that ``_put`` notifies only when someone waits."""
+        self._watchers += 1
+        try:
+            async with self._condition():
+                yield self._condition()
+        finally:
+            self._watchers -= 1
 
     def _write(self, fn, *args) -> asyncio.Future:
         """Submitted now, so writes reach the disk in the order they were asked for."""
