@@ -14,7 +14,7 @@ from serve import errors
 from serve.app.dataplane import DataPlane
 from serve.app.models import ModelSpec, TensorSpec
 from serve.app.proofs import ProofService
-from serve.app.prover import ProverDeployment
+from serve.app.prover import ProofOutcome, ProverDeployment
 from serve.app.store import ProofFiles, ProofJob
 from serve.protocol.types import AttestMode, InferRequest, ProofStatus, Tensor
 
@@ -110,6 +110,77 @@ def test_records_and_jobs_survive_for_a_restarted_owner(tmp_path):
     assert again.get("p1") == created and created.status is ProofStatus.QUEUED and again.get("p2") is None
     record, job = ProofFiles(tmp_path / "proofs").logged_jobs()["p1"]
     assert record == created and job.inputs["x"].tolist() == [[1.0] * 4]
+
+
+def test_a_keys_share_of_the_queue_survives_a_restart(tmp_path):
+    """The job log keeps who asked: a restarted owner still counts alice's unfinished proof."""
+    from serve.security import Guard, Principal
+
+    guard = Guard(auth_enabled=False, store=None)
+    alice = Principal("alice", frozenset({"predict"}))
+
+    async def first_life():
+        service = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8, max_queued_per_key=1)
+        guard.scope(alice)
+        service.admit("m")
+        await service.create(SPEC, ProofJob("a1", "m", {"x": np.zeros((1, 4), np.float32)},
+                                            {"y": np.zeros((1, 2), np.float32)}))
+        service.close()
+
+    asyncio.run(first_life())
+    again = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8, max_queued_per_key=1)
+
+    async def as_alice():
+        guard.scope(alice)
+        again.admit("m")
+
+    with pytest.raises(errors.ResourceExhausted, match="API key alice has 1 proofs queued"):
+        asyncio.run(as_alice())
+    again.close()
+
+
+class CountingProver:
+    """Stands in for a Prover's DeploymentHandle (``prove.remote``): records the order proofs start
+    in and how many ran at once; each takes 20 ms."""
+
+    def __init__(self):
+        self.prove, self.order, self.running, self.most = self, [], 0, 0
+
+    async def remote(self, job):
+        self.order.append(job.proof_id)  # the order proofs start in
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.02)
+        self.running -= 1
+        return ProofOutcome(job.proof_id, ok=True, proof_json=b"{}", proof_hash="0x" + job.proof_id)
+
+
+def test_jobs_are_proven_in_order_by_a_fixed_lane_of_workers(tmp_path):
+    """Twenty async jobs and one sync job: proven in arrival order, two at a time (the model's
+    in_flight), by two worker tasks whatever the queue's length; the sync caller gets its
+    finished record; retiring the model stops the workers."""
+    prover = CountingProver()
+
+    async def scenario():
+        service = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={"m": prover}, max_queued=64,
+                               in_flight={"m": 2})
+        before = len(asyncio.all_tasks())
+        jobs = [ProofJob(f"p{n:02d}", "m", {"x": np.zeros((1, 4), np.float32)}, {"y": np.zeros((1, 2), np.float32)})
+                for n in range(21)]
+        for job in jobs[:20]:
+            await service.create(SPEC, job)
+            service.prove_later(job)
+        assert len(asyncio.all_tasks()) - before == 2  # the lane's two workers, not a task per job
+        await service.create(SPEC, jobs[20])
+        record = await asyncio.wait_for(service.prove(jobs[20]), 10)
+        assert record.status is ProofStatus.DONE and record.proof_hash == "0xp20"
+        assert prover.order == [job.proof_id for job in jobs] and prover.most == 2
+        await asyncio.wait_for(service.retire(("m", SPEC.model_id)), 5)
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == before  # the workers are gone with the model
+        service.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_proof_of_other_outputs_than_onnx_runtimes_is_failed_with_the_reason():

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from serve.app import metrics
 from serve.app.models import ModelSpec
@@ -26,6 +27,14 @@ from serve.security import ANONYMOUS, current_principal
 logger = logging.getLogger("ray.serve")
 ModelKey = tuple[str, str]  # (model name, model_id): one served version of a model
 PROVER_ATTEMPTS = 3  # a prover replica that dies mid-proof gets the job again, twice
+
+
+@dataclass
+class _Lane:
+    """One served model version's queue of jobs and the worker tasks that prove them in order."""
+
+    jobs: asyncio.Queue = field(default_factory=asyncio.Queue)  # bounded by ProofService.admit
+    workers: list[asyncio.Task] = field(default_factory=list)
 
 
 class ProofService:
@@ -46,10 +55,13 @@ class ProofService:
                 self.files.drop_job(proof_id)  # finished just before a crash: the record is the truth
             else:
                 self.records[proof_id] = record
-        # Jobs sent to a model's provers at once (the rest wait here, in order): as many as its
-        # replicas take, so Ray's router never backs off on full replicas between proofs.
-        self._slots = {(name, spec.model_id): asyncio.Semaphore(max(1, int((in_flight or {}).get(name, 2))))
-                       for name, spec in specs.items()}
+        # Each served version proves its jobs in arrival order through a lane of ``in_flight``
+        # workers (as many jobs as its prover replicas take, so Ray's router never backs off
+        # between proofs): a fixed set of tasks however many jobs wait, none created per request.
+        self._width: dict[ModelKey, int] = {(name, spec.model_id): max(1, int((in_flight or {}).get(name, 2)))
+                                            for name, spec in specs.items()}
+        self._lanes: dict[ModelKey, _Lane] = {}
+        self._finished: dict[str, asyncio.Future] = {}  # proof id -> resolved when a sync caller's job ends
         self._changed: asyncio.Condition | None = None
         self._watchers = 0  # coroutines waiting on _changed
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="proof-store")  # one writer: writes stay in order
@@ -59,6 +71,9 @@ class ProofService:
         self.max_queued_per_key = int(max_queued_per_key)
         self._owners: dict[str, str] = {}  # unfinished proof id -> API key id that asked for it
         self._per_key: Counter[str] = Counter()  # API key id -> its unfinished proofs (checked per request)
+        for proof_id, (_, job) in self.files.logged_jobs().items():
+            if job.owner is not None and proof_id in self._unfinished:  # a restart keeps each key's share
+                self._own(proof_id, job.owner)
 
     # --- the life of a proof ----------------------------------------------------------------------
     def admit(self, model: str) -> None:
@@ -87,38 +102,60 @@ class ProofService:
     async def create(self, spec: ModelSpec, job: ProofJob) -> ProofRecord:
         """The QUEUED record, on disk with its job before the caller answers."""
         record = ProofRecord(job.proof_id, spec.name, spec.model_id, ProofStatus.QUEUED, job.rows)
-        key = self._caller()
-        if key is not None:
-            self._owners[job.proof_id] = key
-            self._per_key[key] += 1
-        self.files.append_job(job, record)  # one appended line: the job and its record
+        job.owner = self._caller()
+        if job.owner is not None:
+            self._own(job.proof_id, job.owner)
+        self.files.append_job(job, record)  # one appended line: the job, its owner and its record
         await self._put(record)
         return record
 
     async def prove(self, job: ProofJob) -> ProofRecord:
-        """Proves now and returns the finished record (with the proof when done)."""
-        await self._run(job)
+        """Proves in its turn and returns the finished record (with the proof when done)."""
+        finished = asyncio.get_running_loop().create_future()
+        self._finished[job.proof_id] = finished
+        self.prove_later(job)
+        await finished
         return self.get(job.proof_id)
 
     def prove_later(self, job: ProofJob) -> None:
-        self._spawn(self._run(job))
+        """Queues the job in its model version's lane (created, with its workers, on first use)."""
+        key = (job.model, self.records[job.proof_id].model_id)
+        lane = self._lanes.get(key)
+        if lane is None or lane.workers[0].done():  # (done: its loop ended, as in tests' asyncio.run)
+            lane = self._lanes[key] = _Lane()
+            for _ in range(self._width.get(key, 1)):
+                lane.workers.append(asyncio.get_running_loop().create_task(self._work(key, lane)))
+        lane.jobs.put_nowait(job)
 
-    async def _run(self, job: ProofJob) -> None:
-        model_id = self.records[job.proof_id].model_id
-        key = (job.model, model_id)
+    async def _work(self, key: ModelKey, lane: _Lane) -> None:
+        """One worker of a lane: proves its jobs one after another until the lane is retired."""
+        while True:
+            job = await lane.jobs.get()
+            try:
+                await self._run(key, job)
+            except Exception as error:  # noqa: BLE001 - the worker must outlive any one job
+                logger.exception("proof %s: unexpected error", job.proof_id)
+                with contextlib.suppress(Exception):
+                    await self._fail(job, f"internal error while proving ({type(error).__name__}); "
+                                          "send the request again", "internal")
+            finally:
+                finished = self._finished.pop(job.proof_id, None)
+                if finished is not None and not finished.done():
+                    finished.set_result(None)
+
+    async def _run(self, key: ModelKey, job: ProofJob) -> None:
         prover = self.provers.get(key)
         if prover is None:
-            await self._fail(job, f"model {job.model} ({model_id}) is no longer served", "model_gone")
+            await self._fail(job, f"model {job.model} ({key[1]}) is no longer served", "model_gone")
             return
         outcome: ProofOutcome | None = None
-        async with self._slots[key]:
-            await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING))
-            for attempt in range(1, PROVER_ATTEMPTS + 1):
-                try:
-                    outcome = await prover.prove.remote(job)
-                    break
-                except Exception as error:  # noqa: BLE001 - a replica died; the proof itself did not fail
-                    logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt, error)
+        await self._put(self.records[job.proof_id].evolve(status=ProofStatus.PROVING))
+        for attempt in range(1, PROVER_ATTEMPTS + 1):
+            try:
+                outcome = await prover.prove.remote(job)
+                break
+            except Exception as error:  # noqa: BLE001 - a replica died; the proof itself did not fail
+                logger.warning("proof %s: prover call failed (attempt %d): %r", job.proof_id, attempt, error)
         if outcome is None:
             await self._fail(job, "no prover replica could take the job; send the request again", "no_prover")
         elif not outcome.ok:
@@ -187,7 +224,7 @@ class ProofService:
         """Proofs of ``spec`` go to ``prover`` from now on."""
         key = (spec.name, spec.model_id)
         self.provers[key] = prover
-        self._slots.setdefault(key, asyncio.Semaphore(max(1, int(in_flight))))
+        self._width.setdefault(key, max(1, int(in_flight)))
 
     def unfinished(self, key: ModelKey) -> int:
         return sum(1 for pid in self._unfinished if (self.records[pid].model, self.records[pid].model_id) == key)
@@ -199,7 +236,10 @@ class ProofService:
         async with self._watching() as changed:
             await changed.wait_for(lambda: not self.unfinished(key))
         self.provers.pop(key, None)
-        self._slots.pop(key, None)
+        self._width.pop(key, None)
+        lane = self._lanes.pop(key, None)
+        for worker in lane.workers if lane is not None else ():
+            worker.cancel()
 
     def served_keys(self) -> list[ModelKey]:
         return list(self.provers)
@@ -230,7 +270,11 @@ class ProofService:
         return per_model
 
     def close(self) -> None:
-        """Waits for the writes already asked for."""
+        """Stops the lanes' workers and waits for the writes already asked for."""
+        for lane in self._lanes.values():
+            for worker in lane.workers:
+                worker.cancel()
+        self._lanes.clear()
         self._disk.shutdown(wait=True)
         self.files.close()
 
@@ -271,6 +315,10 @@ class ProofService:
         if self._watchers:  # WatchProof streams and retirements; most puts have none to wake
             async with self._condition():
                 self._condition().notify_all()
+
+    def _own(self, proof_id: str, key: str) -> None:
+        self._owners[proof_id] = key
+        self._per_key[key] += 1
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

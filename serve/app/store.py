@@ -24,6 +24,7 @@ class ProofJob:
     model: str
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+    owner: str | None = None  # the API key id that asked (None: anonymous): its share of the queue
 
     @property
     def rows(self) -> int:
@@ -35,7 +36,7 @@ class ProofJob:
             return {name: [a.dtype.str, list(a.shape), base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()]
                     for name, a in arrays.items()}
 
-        return {"inputs": encode(self.inputs), "outputs": encode(self.outputs)}
+        return {"inputs": encode(self.inputs), "outputs": encode(self.outputs), "owner": self.owner}
 
     @classmethod
     def from_json(cls, proof_id: str, model: str, document: dict) -> ProofJob:
@@ -43,7 +44,7 @@ class ProofJob:
             return {name: np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape)
                     for name, (dtype, shape, data) in arrays.items()}
 
-        return cls(proof_id, model, decode(document["inputs"]), decode(document["outputs"]))
+        return cls(proof_id, model, decode(document["inputs"]), decode(document["outputs"]), document.get("owner"))
 
 
 class ProofFiles:
