@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from circuits.paths import StatePaths
+from serve.ports import client_target
 from serve.protocol.types import AttestMode  # one enum for the wire and the config
 
 ENV_PREFIX = "ZKSERVE_"
@@ -228,11 +229,13 @@ class Settings(SettingsSection):
 
     @property
     def verifier_target(self) -> str:
-        return f"{self.verifier.host}:{self.verifier.port}"
+        """Where a client on this machine dials the verifier (loopback when it binds every interface)."""
+        return client_target(self.verifier.host, self.verifier.port)
 
     @property
     def ingress_target(self) -> str:
-        return f"{self.ingress.host}:{self.ingress.port}"
+        """Where a client on this machine dials the gRPC ingress (loopback when it binds every interface)."""
+        return client_target(self.ingress.host, self.ingress.port)
 
     def zkserve_section(self) -> dict[str, Any]:
         """The section as plain data (enums as strings, ``state_dir`` resolved)."""
@@ -270,11 +273,13 @@ def _env_names() -> dict[str, tuple[str, ...]]:
 
 
 def _env_value(text: str) -> Any:
-    """YAML for lists, mappings and null; the raw text otherwise, so the model types it
-    (``"12"`` -> 12 for an int, stays "12" for a str)."""
+    """YAML for lists, ``{...}`` mappings and null; the raw text otherwise, so the model types it
+    (``"12"`` -> 12 for an int, stays "12" for a str; ``"::"`` stays a host, not a YAML mapping)."""
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError:
+        return text
+    if isinstance(parsed, dict) and not text.lstrip().startswith("{"):
         return text
     return parsed if parsed is None or isinstance(parsed, (list, dict)) else text
 

@@ -78,3 +78,50 @@ def test_keep_ray_on_loopback_makes_a_local_ray_node_127_0_0_1():
         found[mode] = done.stdout.strip().splitlines()[-1]
     assert found["loopback"] == "127.0.0.1", found
     print(f"Ray's node address: {found['as-is']} by default, {found['loopback']} with keep_ray_on_loopback()")
+
+
+def test_clients_dial_a_bind_all_server_on_loopback():
+    from serve.ports import client_target
+
+    assert client_target("0.0.0.0", 9000) == "127.0.0.1:9000" and client_target("::", 9000) == "[::1]:9000"
+    assert client_target("::1", 9100) == "[::1]:9100" and client_target("node-1.lan", 9100) == "node-1.lan:9100"
+    loaded = settings("/tmp", INGRESS_HOST="0.0.0.0", VERIFIER_HOST="::")
+    assert loaded.ingress_target.startswith("127.0.0.1:") and loaded.verifier_target.startswith("[::1]:")
+
+
+def test_predict_reaches_a_bind_all_tls_ingress_whose_certificate_names_only_its_host(tmp_path):
+    """`zkserve predict/status` with ingress.host 0.0.0.0 dial loopback and check the certificate
+    against its own name (here only "zkserve.example"): a real TLS handshake with a gRPC health
+    server bound to every interface, and the same dial without that name refused."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from serve.commands.serving import _ingress_channel
+    from serve.ports import free_port
+    from serve.security import tls
+    from tests.certs import self_signed
+
+    cert, key = self_signed(tmp_path, dns_names=("zkserve.example",), ip_addresses=())
+    assert tls.certificate_name(cert) == "zkserve.example"
+    port = free_port("0.0.0.0")
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    assert server.add_secure_port(f"0.0.0.0:{port}", tls.server_credentials(cert, key))
+    server.start()
+    try:
+        loaded = settings(tmp_path, INGRESS_HOST="0.0.0.0", INGRESS_PORT=str(port), INGRESS_TLS_CERT_FILE=str(cert),
+                          INGRESS_TLS_KEY_FILE=str(key))
+        channel, _ = _ingress_channel(loaded, loaded.ingress_target)
+        check = health_pb2.HealthCheckRequest(service="")
+        answer = health_pb2_grpc.HealthStub(channel).Check(check, timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        channel.close()
+        plain_name = grpc.secure_channel(loaded.ingress_target, tls.channel_credentials(cert))
+        with pytest.raises(grpc.RpcError) as refused:  # "127.0.0.1" is not a name the certificate holds
+            health_pb2_grpc.HealthStub(plain_name).Check(check, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        plain_name.close()
+    finally:
+        server.stop(0)

@@ -23,7 +23,9 @@ from serve.app.ingress import Ingress
 from serve.app.models import ModelSpec, resolve_models
 from serve.app.predictor import Predictor
 from serve.app.prover import ProverDeployment
+from serve.ports import client_target
 from serve.protocol.types import AttestMode
+from serve.verifier.client import verifier_name
 
 APP_NAME = "zkserve"
 DEFAULT_HTTP_PORT = 8000
@@ -107,7 +109,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
             name: bound_predictor(zkserve, spec, overrides) for name, spec in specs.items()
         }
     provers = {name: bound_prover(zkserve, spec, overrides) for name, spec in specs.items()}
-    verifier = f"{zkserve['verifier']['host']}:{zkserve['verifier']['port']}" if serving["submit_proofs"] else None
+    verifier = (client_target(zkserve["verifier"]["host"], int(zkserve["verifier"]["port"]))
+                if serving["submit_proofs"] else None)
     settings = {
         "host": ingress["host"], "port": int(ingress["port"]),
         "http_port": int(ingress.get("http_port", DEFAULT_HTTP_PORT)),
@@ -116,7 +119,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
         "max_batch_size": serving["max_batch_size"], "ort_threads": serving.get("ort_threads"),
         "max_queued_proofs": serving.get("max_queued_proofs", 1024),
         "proofs_dir": str(Path(zkserve["state_dir"]) / "proofs"), "verifier_target": verifier,
-        "verifier_client": {"token": verifier_token, "root_cert": zkserve["verifier"].get("tls_cert_file")},
+        "verifier_client": {"token": verifier_token, "root_cert": zkserve["verifier"].get("tls_cert_file"),
+                            **verifier_name(zkserve["verifier"])},
         "security": _security(zkserve, insecure_no_auth),
         # jobs in flight per model = what its prover replicas take at once (max_ongoing x replicas)
         "proofs_in_flight": {name: proofs_in_flight(zkserve, spec) for name, spec in specs.items()},

@@ -40,7 +40,11 @@ def _ingress_channel(settings: Settings, target: str) -> tuple[grpc.Channel, tup
     from serve.verifier.client import TOKEN_ENV
 
     cert = settings.ingress.tls_cert_file
-    channel = (grpc.secure_channel(target, tls.channel_credentials(cert)) if cert else grpc.insecure_channel(target))
+    if cert:  # dialling a bind-all ingress on loopback: check the certificate's own name
+        options = tls.loopback_name_override(settings.ingress.host, cert) if target == settings.ingress_target else []
+        channel = grpc.secure_channel(target, tls.channel_credentials(cert), options=options)
+    else:
+        channel = grpc.insecure_channel(target)
     token = os.environ.get(TOKEN_ENV)
     return channel, ((("authorization", f"Bearer {token}"),) if token else ())
 
@@ -249,7 +253,7 @@ def _announce(settings: Settings, verifier) -> None:
     ingress = settings.ingress
     guarded = f"{'TLS' if ingress.tls_cert_file else 'plaintext'}, {'API keys' if ingress.auth_enabled else 'no auth'}"
     console.print(
-        f"gRPC ingress  {settings.ingress_target}  "
+        f"gRPC ingress  {ingress.host}:{ingress.port}  "
         f"(inference.GRPCInferenceService, zkserve.v1.Attestation, grpc.health.v1.Health; {guarded})"
     )
     # host:port like the other lines (a URL here would read like Ray's dashboard banner)

@@ -44,3 +44,35 @@ def channel_credentials(root_cert_file: str | Path | None = None) -> grpc.Channe
     CA), or the system's roots when None."""
     roots = _read(root_cert_file, "root certificate") if root_cert_file else None
     return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
+def certificate_name(cert_file: str | Path) -> str:
+    """A name the certificate is valid for: its first DNS name, else its first IP address, else
+    its common name. A client dialling a bind-all server on loopback checks the certificate
+    against this name (grpc.ssl_target_name_override) instead of "127.0.0.1"."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    certificate = x509.load_pem_x509_certificate(_read(cert_file, "tls_cert_file"))
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for kind in (x509.DNSName, x509.IPAddress):
+            found = names.get_values_for_type(kind)
+            if found:
+                return str(found[0])
+    except x509.ExtensionNotFound:
+        pass
+    common = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not common:
+        raise TlsConfigError(f"certificate {cert_file} names no host (no subjectAltName, no common name)")
+    return str(common[0].value)
+
+
+def loopback_name_override(host: str, cert_file: str | Path | None) -> list[tuple[str, str]]:
+    """Channel options for dialling a TLS server bound to ``host``: none unless ``host`` binds
+    every interface (then the client dials loopback and checks the certificate's own name)."""
+    from serve.ports import is_wildcard
+
+    if not cert_file or not is_wildcard(host):
+        return []
+    return [("grpc.ssl_target_name_override", certificate_name(cert_file))]

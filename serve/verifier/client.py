@@ -25,6 +25,13 @@ def status_name(record: pb.AttestationRecord) -> str:
     return pb.AttestationStatus.Name(record.status).removeprefix("ATTESTATION_STATUS_").lower()
 
 
+def verifier_name(verifier: dict) -> dict:
+    """``server_name`` for a client of the verifier section ``verifier``: its certificate's own
+    name when it binds every interface with TLS (the client dials loopback), else nothing."""
+    options = tls.loopback_name_override(verifier["host"], verifier.get("tls_cert_file"))
+    return {"server_name": options[0][1]} if options else {}
+
+
 class VerifierClient:
     """``token``: the API key (``zkserve keys create``), else ``$ZKSERVE_API_KEY``, else none.
     ``root_cert``: a PEM file to trust (the server's self-signed certificate or its CA) for a
@@ -48,9 +55,11 @@ class VerifierClient:
     @classmethod
     def for_config(cls, zkserve: dict, token: str | None = None, **kwargs) -> VerifierClient:
         """A client of the verifier the config describes (its certificate trusted when TLS is on)."""
+        from serve.ports import client_target
+
         verifier = zkserve["verifier"]
-        return cls(f"{verifier['host']}:{verifier['port']}", token=token, root_cert=verifier.get("tls_cert_file"),
-                   **kwargs)
+        return cls(client_target(verifier["host"], int(verifier["port"])), token=token,
+                   root_cert=verifier.get("tls_cert_file"), **(verifier_name(verifier) | kwargs))
 
     def close(self) -> None:
         self._channel.close()

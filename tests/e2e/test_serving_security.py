@@ -31,8 +31,8 @@ from zkserve.v1 import attestation_pb2_grpc as pb_grpc
 from serve.ports import free_port
 from serve.security import KeyStore
 from serve.verifier.client import TOKEN_ENV, VerifierClient, status_name
+from tests.certs import self_signed
 from tests.e2e.test_lifecycle import PORT_SETTINGS, Up
-from tests.e2e.test_verifier_security import self_signed
 
 pytestmark = pytest.mark.e2e
 FORGED = "zks_0123456789ab.forged"

@@ -4,7 +4,6 @@ RPC URLs redacted everywhere, and the signing key kept out of children's environ
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import socket
@@ -23,6 +22,7 @@ from serve.chain.keys import ANVIL_DEV_KEY, KEY_ENV
 from serve.ports import free_port
 from serve.security import KeyStore
 from serve.verifier.client import VerifierClient, status_name
+from tests.certs import self_signed
 from tests.e2e.conftest import REPO, VerifierProcess, setup_registry
 
 pytestmark = pytest.mark.e2e
@@ -225,30 +225,6 @@ def test_health_answers_while_100_slow_streams_are_open_and_streams_end(guarded,
 
 
 # ---- TLS ----
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zkserve-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_file.chmod(0o600)
-    return cert_file, key_file
-
 
 def test_tls_round_trip_and_plaintext_refused(registry, module_anvil, mlp_package, mlp_proofs, tmp_path):
     state_dir, _ = registry
