@@ -182,19 +182,72 @@ def alternating(loop: ProverLoop, loop_seconds: float, measure, rounds: int) -> 
     return sum(ours) / len(ours), sum(theirs) / len(theirs)
 
 
-def interleaved(service: str, baseline: str, clients: int, seconds: float, rounds: int) -> tuple[float, float]:
+class CpuMeter:
+    """Where a window's CPU went: the machine's busy fraction (/proc/stat; 1.0 = every core), the
+    cores one server process used, and its busiest thread's share (an event loop or a GIL-bound
+    server that saturates shows as 1.0 while the machine still has idle time)."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.process = psutil.Process(pid)
+
+    @staticmethod
+    def _machine() -> list[int]:
+        with open("/proc/stat") as stat:
+            return [int(field) for field in stat.readline().split()[1:]]
+
+    def _threads(self) -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in self.process.threads()}
+
+    def measure(self, work):
+        """Runs ``work()``; returns its result and the CPU figures of the window."""
+        machine, threads, began = self._machine(), self._threads(), time.perf_counter()
+        result = work()
+        wall = time.perf_counter() - began
+        machine_after, threads_after = self._machine(), self._threads()
+        spent = [after - before for before, after in zip(machine, machine_after, strict=True)]
+        idle = spent[3] + spent[4]  # idle + iowait
+        used = {tid: t - threads.get(tid, 0.0) for tid, t in threads_after.items()}
+        return result, {"machine_busy": 1 - idle / max(1, sum(spent)), "server_cores": sum(used.values()) / wall,
+                        "busiest_thread_cores": max(used.values(), default=0.0) / wall}
+
+
+def _mean(figures: list[dict]) -> dict:
+    return {key: sum(f[key] for f in figures) / len(figures) for key in figures[0]} if figures else {}
+
+
+def interleaved(service: str, baseline: str, clients: int, seconds: float, rounds: int,
+                meters: dict[str, CpuMeter] | None = None) -> tuple[float, float, dict]:
     """Predictions/s of the service and the baseline, each over ``seconds`` in total, measured in
-    ``rounds`` alternating windows (the order flipped every round)."""
+    ``rounds`` alternating windows (the order flipped every round); with ``meters`` (by address)
+    also the mean CPU figures of each side's windows."""
     ours = theirs = 0.0
+    cpu: dict[str, list[dict]] = {service: [], baseline: []}
     for round_ in range(rounds):
         order = (service, baseline) if round_ % 2 == 0 else (baseline, service)
         for address in order:
-            rate = closed_loop(address, clients, seconds / rounds, "none")
+            window = lambda a=address: closed_loop(a, clients, seconds / rounds, "none")  # noqa: E731
+            if meters and address in meters:
+                rate, figures = meters[address].measure(window)
+                cpu[address].append(figures)
+            else:
+                rate = window()
             if address == service:
                 ours += rate / rounds
             else:
                 theirs += rate / rounds
-    return ours, theirs
+    return ours, theirs, {"service": _mean(cpu[service]), "plain_grpc_ort": _mean(cpu[baseline])}
+
+
+def ingress_pid() -> int:
+    """The process of the app's Ingress replica (it serves the gRPC port itself)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        if "ServeReplica:zkserve:Ingress" in " ".join(process.info["cmdline"] or ()):
+            return process.pid
+    raise RuntimeError("no Ingress replica process found")
 
 
 def wait_ready(address: str, timeout_s: float = 300) -> None:
@@ -243,7 +296,7 @@ def service_and_plain_server(package):
             plain.terminate()
 
 
-def sequential_latency_ms(address: str, calls: int, rounds: int = 10) -> dict[str, float]:
+def sequential_latency_ms(address: str, calls: int, rounds: int = 20) -> dict[str, float]:
     """Mean latency of back-to-back calls from one client, attest=none and attest=async in
     alternating rounds of calls // rounds each (the proofs are not waited for)."""
     stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address))
@@ -311,7 +364,7 @@ def main() -> None:
     parser.add_argument("--proof-seconds", type=float, default=10.0, help="each service window of a proof point")
     parser.add_argument("--proof-rounds", type=int, default=3, help="service windows per proof point")
     parser.add_argument("--loop-seconds", type=float, default=8.0, help="each bare-loop window between them")
-    parser.add_argument("--latency-calls", type=int, default=400)
+    parser.add_argument("--latency-calls", type=int, default=400, help="calls per attest mode")
     parser.add_argument("--burst", type=int, default=10, help="async requests per client in the burst (32 clients)")
     args = parser.parse_args()
 
@@ -324,14 +377,17 @@ def main() -> None:
                      "load_before": os.getloadavg(), "predictions_per_s": {}, "latency_ms": {}, "proofs_per_s": {}}
 
     with service_and_plain_server(package) as (service, baseline, plain):
+        meters = {service: CpuMeter(ingress_pid()), baseline: CpuMeter(plain.pid)}
         for clients in CONCURRENCY:
             closed_loop(service, clients, 1.0, "none")  # warm both sides at this concurrency
             closed_loop(baseline, clients, 1.0, "none")
-            ours, theirs = interleaved(service, baseline, clients, args.seconds, args.rounds)
+            ours, theirs, cpu = interleaved(service, baseline, clients, args.seconds, args.rounds, meters)
             results["predictions_per_s"][str(clients)] = {"service": ours, "plain_grpc_ort": theirs,
-                                                          "ratio": ours / theirs}
+                                                          "ratio": ours / theirs, "cpu": cpu}
             print(f"predictions  clients={clients:>2}  service {ours:8.1f}/s  plain grpcio+ORT {theirs:8.1f}/s  "
-                  f"ratio {ours / theirs:.2f}")
+                  f"ratio {ours / theirs:.2f}  (busiest server thread {cpu['service']['busiest_thread_cores']:.2f} "
+                  f"vs {cpu['plain_grpc_ort']['busiest_thread_cores']:.2f} cores, machine busy "
+                  f"{cpu['service']['machine_busy']:.0%} vs {cpu['plain_grpc_ort']['machine_busy']:.0%})")
         plain.terminate()
         plain.join()
         latency = sequential_latency_ms(service, args.latency_calls)
