@@ -146,8 +146,10 @@ def decode_request(message: oip.ModelInferRequest, limits: Limits = Limits(), si
     parameters = message.parameters
     if "attest" in parameters:
         attest = AttestMode.parse(parameter_value(parameters["attest"]))
+    wanted = message.outputs
     return InferRequest(model=message.model_name, version=message.model_version, id=message.id, inputs=tuple(inputs),
-                        outputs=tuple(o.name for o in message.outputs), attest=attest, raw_output=bool(raw))
+                        outputs=tuple([o.name for o in wanted]) if wanted else (), attest=attest,
+                        raw_output=bool(raw))
 
 
 def encode_request(request: InferRequest, raw: bool = True) -> oip.ModelInferRequest:
