@@ -8,12 +8,11 @@ attested rows to the proof service.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
 
-from serve.app.models import ModelSpec
+from serve.app.models import ModelSpec, TensorSpec
 from serve.app.proofs import ProofService
 from serve.app.store import ProofJob
 from serve.errors import InvalidArgument, NotFound, OutOfRange
@@ -33,6 +32,13 @@ from serve.protocol.validation import check_inputs, check_outputs
 Infer = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
+def _output(spec: TensorSpec, array: np.ndarray) -> Tensor:
+    """ORT's output as a response tensor (the datatype the model declares, when ORT returned it)."""
+    if isinstance(array, np.ndarray) and array.dtype == spec.numpy_dtype and spec.datatype != "BYTES":
+        return Tensor(spec.name, spec.datatype, array)
+    return Tensor.of(spec.name, array)
+
+
 class DataPlane:
     """Holds the served-model table; ``add``/``remove`` change it while requests flow (live models)."""
 
@@ -45,7 +51,7 @@ class DataPlane:
         self.removed: dict[str, str] = {}  # name -> why it is gone, for a clear NOT_FOUND
         self.proofs = proofs
         self.default_attest = default_attest
-        self._using: Counter[tuple[str, str]] = Counter()  # requests inside infer, by (name, model_id)
+        self._using: dict[tuple[str, str], int] = {}  # requests inside infer, by (name, model_id)
 
     # --- the model table ----------------------------------------------------------------------------
     def add(self, spec: ModelSpec, infer: Infer) -> tuple[int, ModelSpec | None]:
@@ -71,7 +77,7 @@ class DataPlane:
 
     async def quiesce(self, key: tuple[str, str]) -> None:
         """Returns once no request that looked up the model ``key`` (name, model_id) is still inside ``infer``."""
-        while self._using[key]:
+        while self._using.get(key):
             await asyncio.sleep(0.02)
 
     def version(self, name: str) -> str:
@@ -84,8 +90,7 @@ class DataPlane:
             if name in self.removed:
                 raise NotFound(f"{self.removed[name]}; models: {served}")
             raise NotFound(f"model {name!r} is not served here; models: {served}")
-        current = str(self.versions[name])
-        if version not in ("", current, spec.model_id):
+        if version and version != spec.model_id and version != (current := str(self.versions[name])):
             raise NotFound(f"model {name} is served at version {current} (model_id {spec.model_id}), "
                            f"not version {version!r}")
         return spec
@@ -94,14 +99,16 @@ class DataPlane:
         spec = self.spec(request.model, request.version)
         version = self.version(spec.name)
         infer = self.infer_fns[spec.name]
-        using = (spec.name, spec.model_id)
-        self._using[using] += 1  # a removal waits for this request (and its proof job) before retiring
+        using, inside = (spec.name, spec.model_id), self._using
+        inside[using] = inside.get(using, 0) + 1  # a removal waits for this request (and its proof job)
         try:
             return await self._infer(request, spec, version, infer)
         finally:
-            self._using[using] -= 1
-            if not self._using[using]:
-                del self._using[using]
+            left = inside[using] - 1
+            if left:
+                inside[using] = left
+            else:
+                del inside[using]
 
     async def _infer(self, request: InferRequest, spec: ModelSpec, version: str,
                      infer: Infer) -> tuple[InferResponse, ProofRecord | None]:
@@ -121,7 +128,7 @@ class DataPlane:
             else:
                 self.proofs.prove_later(job)
         wanted = set(request.outputs)
-        tensors = [Tensor.of(t.name, outputs[t.name]) for t in spec.outputs if not wanted or t.name in wanted]
+        tensors = [_output(t, outputs[t.name]) for t in spec.outputs if not wanted or t.name in wanted]
         if record is not None and record.status is ProofStatus.DONE and (not wanted or PROOF_TENSOR in wanted):
             proof = np.empty(1, dtype=object)
             proof[0] = record.proof

@@ -124,7 +124,9 @@ def _to_contents(tensor, array: np.ndarray, datatype: str) -> None:
 def _raw_bytes(tensor: Tensor) -> bytes:
     if tensor.datatype == "BYTES":
         return encode_bytes_elements(tensor.data.ravel().tolist())
-    return np.ascontiguousarray(tensor.data, dtype=numpy_dtype(tensor.datatype, tensor.name)).tobytes()
+    dtype = numpy_dtype(tensor.datatype, tensor.name)
+    data = tensor.data
+    return (data if data.dtype == dtype else data.astype(dtype)).tobytes()  # tobytes: C order, any layout
 
 
 # --- requests ---------------------------------------------------------------------------------
