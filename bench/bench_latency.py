@@ -1,7 +1,7 @@
 """Where a prediction's time goes: sequential latency of the service's RPCs against the
 plain grpcio + ONNX Runtime server of bench_serving, in one run.
 
-    .venv/bin/python -m bench.bench_latency [--calls 200]
+    .venv/bin/python -m bench.bench_latency [--calls 400] [--rounds 20]
 
 ServerLive is the transport and the ingress's call wrapper only (the ingress replica serves gRPC
 itself, no proxy); ModelInfer(attest=none) adds the protocol adapter, the checks and ORT (in the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -29,39 +30,54 @@ from bench.bench_serving import MODEL, request_for, service_and_plain_server  # 
 from bench.common import save  # noqa: E402
 
 
-def mean_ms(call, calls: int) -> float:
-    for _ in range(20):  # warm the channel and the replicas
-        call()
-    started = time.perf_counter()
-    for _ in range(calls):
-        call()
-    return round((time.perf_counter() - started) / calls * 1000, 3)
+def interleaved_ms(calls: dict[str, Callable[[], object]], count: int, rounds: int) -> dict[str, float]:
+    """Mean latency of each named call, ``count`` calls in all, timed in ``rounds`` rounds that
+    run every call back to back in turn (the order rotated each round): on this shared VM the
+    same call runs 30-50% slower from one second to the next, so nothing is compared across time."""
+    names = list(calls)
+    for name in names:  # warm the channels and each path's first calls
+        for _ in range(20):
+            calls[name]()
+    spent = dict.fromkeys(names, 0.0)
+    per_round = max(1, count // rounds)
+    for round_ in range(rounds):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            call, began = calls[name], time.perf_counter()
+            for _ in range(per_round):
+                call()
+            spent[name] += time.perf_counter() - began
+    return {name: round(seconds / (rounds * per_round) * 1000, 3) for name, seconds in spent.items()}
 
 
-def rpc_latencies(address: str, calls: int, service: bool) -> dict:
-    stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address))
+def rpc_latencies(service: str, baseline: str, count: int, rounds: int) -> dict[str, float]:
+    ours = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(service))
+    theirs = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(baseline))
     request = request_for(np.zeros((1, 16), np.float32), "none")
-    latencies = {"ModelInfer_ms": mean_ms(lambda: stub.ModelInfer(request), calls)}
-    if service:  # the plain server implements ModelInfer only
-        latencies["ServerLive_ms"] = mean_ms(lambda: stub.ServerLive(oip.ServerLiveRequest()), calls)
-        queued = request_for(np.zeros((1, 16), np.float32), "async")
-        latencies["ModelInfer_async_ms"] = mean_ms(lambda: stub.ModelInfer(queued), calls)
-    return latencies
+    queued = request_for(np.zeros((1, 16), np.float32), "async")
+    return interleaved_ms({
+        "plain": lambda: theirs.ModelInfer(request),  # the plain server implements ModelInfer only
+        "ModelInfer": lambda: ours.ModelInfer(request),
+        "ServerLive": lambda: ours.ServerLive(oip.ServerLiveRequest()),
+        "ModelInfer_async": lambda: ours.ModelInfer(queued),
+    }, count, rounds)
 
 
 def main() -> None:
     from circuits.demo import ensure_demo_packages
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=400, help="calls of each kind, in all")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds the calls are interleaved in")
     args = parser.parse_args()
     package = ensure_demo_packages([MODEL])[MODEL]
     with service_and_plain_server(package) as (service, baseline, _):
-        ours, theirs = rpc_latencies(service, args.calls, True), rpc_latencies(baseline, args.calls, False)
+        measured = rpc_latencies(service, baseline, args.calls, args.rounds)
+    ours = {f"{name}_ms": ms for name, ms in measured.items() if name != "plain"}
     ours["adapter_checks_and_ort_ms"] = round(ours["ModelInfer_ms"] - ours["ServerLive_ms"], 3)
     ours["queueing_a_proof_ms"] = round(ours["ModelInfer_async_ms"] - ours["ModelInfer_ms"], 3)
-    save("latency", {"model": MODEL, "calls": args.calls, "service": ours, "plain_grpc_ort": theirs,
-                     "speedup": round(theirs["ModelInfer_ms"] / ours["ModelInfer_ms"], 3)})
+    save("latency", {"model": MODEL, "calls": args.calls, "rounds": args.rounds, "service": ours,
+                     "plain_grpc_ort": {"ModelInfer_ms": measured["plain"]},
+                     "speedup": round(measured["plain"] / ours["ModelInfer_ms"], 3)})
 
 
 if __name__ == "__main__":
