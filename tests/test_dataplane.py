@@ -193,3 +193,18 @@ def test_a_proof_of_other_outputs_than_onnx_runtimes_is_failed_with_the_reason()
     assert not far.ok and "differs from ONNX Runtime's by 0.5" in far.error and far.proof_hash == "0xab"
     near = prover._check(job, proof, b"{}", {"y": np.array([[1.05, 2.0]])}, 0)
     assert near.ok and near.proven_outputs_match and near.proven_outputs["y"] == ((1, 2), (1.05, 2.0))
+
+
+def test_response_tensors_carry_the_dtype_onnx_runtime_returned(tmp_path):
+    """Outputs of the declared dtype go straight into the response; any other dtype keeps its own
+    datatype (never relabelled as the declared one)."""
+    proofs = ProofService(str(tmp_path / "proofs"), {"m": SPEC}, provers={}, max_queued=8)
+
+    async def wider(inputs):
+        return {"y": np.repeat(inputs["x"][:, :1].astype(np.float64) * 2, 2, axis=1)}
+
+    for infer, datatype in ((double, "FP32"), (wider, "FP64")):
+        data_plane = DataPlane({"m": SPEC}, {"m": infer}, proofs, AttestMode.NONE)
+        response, _ = asyncio.run(data_plane.infer(request([0.25, 0.0, 0.0, 0.0], AttestMode.NONE)))
+        (tensor,) = response.outputs
+        assert tensor.datatype == datatype and tensor.data.tolist() == [[0.5, 0.5]]
