@@ -80,12 +80,12 @@ def test_keep_ray_on_loopback_makes_a_local_ray_node_127_0_0_1():
     print(f"Ray's node address: {found['as-is']} by default, {found['loopback']} with keep_ray_on_loopback()")
 
 
-def test_clients_dial_a_bind_all_server_on_loopback():
+def test_clients_dial_a_bind_all_server_on_loopback(tmp_path):
     from serve.ports import client_target
 
     assert client_target("0.0.0.0", 9000) == "127.0.0.1:9000" and client_target("::", 9000) == "[::1]:9000"
     assert client_target("::1", 9100) == "[::1]:9100" and client_target("node-1.lan", 9100) == "node-1.lan:9100"
-    loaded = settings("/tmp", INGRESS_HOST="0.0.0.0", VERIFIER_HOST="::")
+    loaded = settings(tmp_path, INGRESS_HOST="0.0.0.0", VERIFIER_HOST="::")
     assert loaded.ingress_target.startswith("127.0.0.1:") and loaded.verifier_target.startswith("[::1]:")
 
 
