@@ -49,12 +49,17 @@ class ProofService:
         self.max_queued = int(max_queued)
         self.verifier_target = verifier_target
         self.verifier_client = dict(verifier_client or {})  # VerifierClient's token and root_cert
+        self.max_queued_per_key = int(max_queued_per_key)
+        self._owners: dict[str, str] = {}  # unfinished proof id -> API key id that asked for it
+        self._per_key: Counter[str] = Counter()  # API key id -> its unfinished proofs (checked per request)
         self.records: dict[str, ProofRecord] = {r.proof_id: r for r in self.files.load_records()}
-        for proof_id, (record, _) in self.files.logged_jobs().items():
+        for proof_id, (record, job) in self.files.logged_jobs().items():
             if proof_id in self.records and self.records[proof_id].status.finished:
                 self.files.drop_job(proof_id)  # finished just before a crash: the record is the truth
             else:
                 self.records[proof_id] = record
+                if job.owner is not None:  # a restart keeps each key's share of the queue
+                    self._own(proof_id, job.owner)
         # Each served version proves its jobs in arrival order through a lane of ``in_flight``
         # workers (as many jobs as its prover replicas take, so Ray's router never backs off
         # between proofs): a fixed set of tasks however many jobs wait, none created per request.
@@ -68,12 +73,6 @@ class ProofService:
         self._tasks: set[asyncio.Task] = set()
         self._verifier = None
         self._unfinished = {pid for pid, r in self.records.items() if not r.status.finished}
-        self.max_queued_per_key = int(max_queued_per_key)
-        self._owners: dict[str, str] = {}  # unfinished proof id -> API key id that asked for it
-        self._per_key: Counter[str] = Counter()  # API key id -> its unfinished proofs (checked per request)
-        for proof_id, (_, job) in self.files.logged_jobs().items():
-            if job.owner is not None and proof_id in self._unfinished:  # a restart keeps each key's share
-                self._own(proof_id, job.owner)
 
     # --- the life of a proof ----------------------------------------------------------------------
     def admit(self, model: str) -> None:
