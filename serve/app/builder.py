@@ -25,7 +25,7 @@ from serve.app.predictor import Predictor
 from serve.app.prover import ProverDeployment
 from serve.ports import client_target
 from serve.protocol.types import AttestMode
-from serve.verifier.client import verifier_name
+from serve.security import tls
 
 APP_NAME = "zkserve"
 DEFAULT_HTTP_PORT = 8000
@@ -120,7 +120,8 @@ def build_app(zkserve: dict, overrides: dict[str, dict] | None = None, gpus_visi
         "max_queued_proofs": serving.get("max_queued_proofs", 1024),
         "proofs_dir": str(Path(zkserve["state_dir"]) / "proofs"), "verifier_target": verifier,
         "verifier_client": {"token": verifier_token, "root_cert": zkserve["verifier"].get("tls_cert_file"),
-                            **verifier_name(zkserve["verifier"])},
+                            "server_name": tls.loopback_server_name(zkserve["verifier"]["host"],
+                                                                    zkserve["verifier"].get("tls_cert_file"))},
         "security": _security(zkserve, insecure_no_auth),
         # jobs in flight per model = what its prover replicas take at once (max_ongoing x replicas)
         "proofs_in_flight": {name: proofs_in_flight(zkserve, spec) for name, spec in specs.items()},

@@ -48,7 +48,7 @@ class ProofService:
                                                 for name, spec in specs.items() if name in provers}
         self.max_queued = int(max_queued)
         self.verifier_target = verifier_target
-        self.verifier_client = dict(verifier_client or {})  # VerifierClient's token and root_cert
+        self.verifier_client = dict(verifier_client or {})  # VerifierClient's token, root_cert and server_name
         self.max_queued_per_key = int(max_queued_per_key)
         self._owners: dict[str, str] = {}  # unfinished proof id -> API key id that asked for it
         self._per_key: Counter[str] = Counter()  # API key id -> its unfinished proofs (checked per request)

@@ -41,8 +41,8 @@ def _ingress_channel(settings: Settings, target: str) -> tuple[grpc.Channel, tup
 
     cert = settings.ingress.tls_cert_file
     if cert:  # dialling a bind-all ingress on loopback: check the certificate's own name
-        options = tls.loopback_name_override(settings.ingress.host, cert) if target == settings.ingress_target else []
-        channel = grpc.secure_channel(target, tls.channel_credentials(cert), options=options)
+        name = tls.loopback_server_name(settings.ingress.host, cert) if target == settings.ingress_target else None
+        channel = grpc.secure_channel(target, tls.channel_credentials(cert), options=tls.name_override(name))
     else:
         channel = grpc.insecure_channel(target)
     token = os.environ.get(TOKEN_ENV)

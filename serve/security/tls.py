@@ -68,11 +68,15 @@ def certificate_name(cert_file: str | Path) -> str:
     return str(common[0].value)
 
 
-def loopback_name_override(host: str, cert_file: str | Path | None) -> list[tuple[str, str]]:
-    """Channel options for dialling a TLS server bound to ``host``: none unless ``host`` binds
-    every interface (then the client dials loopback and checks the certificate's own name)."""
+def loopback_server_name(host: str, cert_file: str | Path | None) -> str | None:
+    """The name to check a TLS server bound to ``host`` against: None (its target's own host)
+    unless ``host`` binds every interface; then the client dials loopback and checks the
+    certificate's own name (grpc.ssl_target_name_override)."""
     from serve.ports import is_wildcard
 
-    if not cert_file or not is_wildcard(host):
-        return []
-    return [("grpc.ssl_target_name_override", certificate_name(cert_file))]
+    return certificate_name(cert_file) if cert_file and is_wildcard(host) else None
+
+
+def name_override(server_name: str | None) -> list[tuple[str, str]]:
+    """Channel options that check the server's certificate against ``server_name`` (none: the target's host)."""
+    return [("grpc.ssl_target_name_override", server_name)] if server_name else []

@@ -25,13 +25,6 @@ def status_name(record: pb.AttestationRecord) -> str:
     return pb.AttestationStatus.Name(record.status).removeprefix("ATTESTATION_STATUS_").lower()
 
 
-def verifier_name(verifier: dict) -> dict:
-    """``server_name`` for a client of the verifier section ``verifier``: its certificate's own
-    name when it binds every interface with TLS (the client dials loopback), else nothing."""
-    options = tls.loopback_name_override(verifier["host"], verifier.get("tls_cert_file"))
-    return {"server_name": options[0][1]} if options else {}
-
-
 class VerifierClient:
     """``token``: the API key (``zkserve keys create``), else ``$ZKSERVE_API_KEY``, else none.
     ``root_cert``: a PEM file to trust (the server's self-signed certificate or its CA) for a
@@ -46,8 +39,8 @@ class VerifierClient:
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         if tls_enabled or (tls_enabled is None and root_cert):
-            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-            self._channel = grpc.secure_channel(target, tls.channel_credentials(root_cert), options=options)
+            self._channel = grpc.secure_channel(target, tls.channel_credentials(root_cert),
+                                                options=tls.name_override(server_name))
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = verifier_pb2_grpc.VerifierStub(self._channel)
@@ -58,8 +51,9 @@ class VerifierClient:
         from serve.ports import client_target
 
         verifier = zkserve["verifier"]
+        kwargs.setdefault("server_name", tls.loopback_server_name(verifier["host"], verifier.get("tls_cert_file")))
         return cls(client_target(verifier["host"], int(verifier["port"])), token=token,
-                   root_cert=verifier.get("tls_cert_file"), **(verifier_name(verifier) | kwargs))
+                   root_cert=verifier.get("tls_cert_file"), **kwargs)
 
     def close(self) -> None:
         self._channel.close()
