@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -27,26 +25,7 @@ from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
 
 from bench.bench_serving import MODEL, request_for, service_and_plain_server  # noqa: E402
-from bench.common import save  # noqa: E402
-
-
-def interleaved_ms(calls: dict[str, Callable[[], object]], count: int, rounds: int) -> dict[str, float]:
-    """Mean latency of each named call, ``count`` calls in all, timed in ``rounds`` rounds that
-    run every call back to back in turn (the order rotated each round): on this shared VM the
-    same call runs 30-50% slower from one second to the next, so nothing is compared across time."""
-    names = list(calls)
-    for name in names:  # warm the channels and each path's first calls
-        for _ in range(20):
-            calls[name]()
-    spent = dict.fromkeys(names, 0.0)
-    per_round = max(1, count // rounds)
-    for round_ in range(rounds):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            call, began = calls[name], time.perf_counter()
-            for _ in range(per_round):
-                call()
-            spent[name] += time.perf_counter() - began
-    return {name: round(seconds / (rounds * per_round) * 1000, 3) for name, seconds in spent.items()}
+from bench.common import interleaved_ms, save  # noqa: E402
 
 
 def rpc_latencies(service: str, baseline: str, count: int, rounds: int) -> dict[str, float]:
@@ -54,12 +33,13 @@ def rpc_latencies(service: str, baseline: str, count: int, rounds: int) -> dict[
     theirs = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(baseline))
     request = request_for(np.zeros((1, 16), np.float32), "none")
     queued = request_for(np.zeros((1, 16), np.float32), "async")
-    return interleaved_ms({
+    measured = interleaved_ms({
         "plain": lambda: theirs.ModelInfer(request),  # the plain server implements ModelInfer only
         "ModelInfer": lambda: ours.ModelInfer(request),
         "ServerLive": lambda: ours.ServerLive(oip.ServerLiveRequest()),
         "ModelInfer_async": lambda: ours.ModelInfer(queued),
     }, count, rounds)
+    return {name: round(ms, 3) for name, ms in measured.items()}
 
 
 def main() -> None:

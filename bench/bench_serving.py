@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing
 import os
 import sys
@@ -42,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from inference import grpc_service_pb2 as oip  # noqa: E402
 from inference import grpc_service_pb2_grpc as oip_grpc  # noqa: E402
 
-from bench.common import save  # noqa: E402
+from bench.common import interleaved_ms, save  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 
 MODEL, INPUT = "demo-mlp", "features"
@@ -298,22 +299,13 @@ def service_and_plain_server(package):
 
 def sequential_latency_ms(address: str, calls: int, rounds: int = 20) -> dict[str, float]:
     """Mean latency of back-to-back calls from one client, attest=none and attest=async in
-    alternating rounds of calls // rounds each (the proofs are not waited for)."""
+    alternating rounds of calls // rounds each, both warmed first (the proofs are not waited for)."""
     stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(address))
     rng = np.random.default_rng(2)
-    requests = {attest: [request_for(rng.uniform(-1, 1, (1, 16)).astype(np.float32), attest)
-                         for _ in range(calls // rounds)] for attest in ("none", "async")}
-    for attest in ("none", "async"):  # warm the channel and each mode's first calls (lazy set-up)
-        for request in requests[attest][:20]:
-            stub.ModelInfer(request, timeout=60)
-    spent = {"none": 0.0, "async": 0.0}
-    for round_ in range(rounds):
-        for attest in (("none", "async") if round_ % 2 == 0 else ("async", "none")):
-            began = time.perf_counter()
-            for request in requests[attest]:
-                stub.ModelInfer(request, timeout=60)
-            spent[attest] += time.perf_counter() - began
-    return {attest: seconds / (rounds * (calls // rounds)) * 1000 for attest, seconds in spent.items()}
+    requests = {attest: itertools.cycle([request_for(rng.uniform(-1, 1, (1, 16)).astype(np.float32), attest)
+                                         for _ in range(max(1, calls // rounds))]) for attest in ("none", "async")}
+    return interleaved_ms({attest: lambda r=requests[attest]: stub.ModelInfer(next(r), timeout=60)
+                           for attest in ("none", "async")}, calls, rounds)
 
 
 def proof_counts(address: str) -> tuple[int, int]:
